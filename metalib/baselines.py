@@ -1,0 +1,175 @@
+"""Few-shot baselines that do not meta-learn (notebook 01).
+
+* pixel nearest neighbour: label of the closest support image in pixel space;
+* train from scratch: a fresh Conv-4 classifier trained on D^tr alone, per task;
+* pre-train + fine-tune: a Conv-4 classifier trained on all meta-training classes (ordinary
+  supervised learning, the seed's §2.3 "pre-trained network" paradigm), then a new N-way head
+  (or the whole net) fine-tuned on D^tr, as in Chen et al. 2019 ("A Closer Look at Few-shot
+  Classification", Baseline / Baseline++ without the cosine head).
+
+All return logits (B, N*Q, N) or labels (B, N*Q) for `metalib.evaluate.evaluate_accuracy`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .nets import Conv4
+from .tasks import Task
+from .train import TrainConfig, History, meta_train
+
+__all__ = ["pixel_nearest_neighbour", "ScratchConfig", "train_from_scratch", "PretrainConfig",
+           "pretrain_classifier", "FinetuneConfig", "finetune_predict"]
+
+
+def pixel_nearest_neighbour(task: Task) -> torch.Tensor:
+    """Labels (B, N*Q): each query takes the label of its nearest support image (Euclidean, pixels)."""
+    xs = task.x_support.flatten(2)  # (B, N*K, D)
+    xq = task.x_query.flatten(2)  # (B, N*Q, D)
+    nearest = torch.cdist(xq, xs).argmin(-1)  # (B, N*Q)
+    return torch.gather(task.y_support, 1, nearest)
+
+
+@dataclass(frozen=True)
+class ScratchConfig:
+    """Training a fresh network on one task's D^tr.
+
+    Attributes:
+        steps: full-batch Adam steps on the N*K support images.
+        lr: Adam learning rate.
+        hidden: Conv-4 filters per block.
+    """
+    steps: int = 50
+    lr: float = 3e-3
+    hidden: int = 64
+
+    def quick_overrides(self) -> dict:
+        return {"steps": 3}
+
+
+def train_from_scratch(task: Task, cfg: ScratchConfig = ScratchConfig(), *, seed: int = 0) -> torch.Tensor:
+    """Logits (B, N*Q, N) of a Conv-4 trained from random init on each task's support set alone."""
+    n_way = int(task.y_support.max()) + 1
+    out = []
+    for b in range(task.batch_size):
+        torch.manual_seed(seed + b)
+        net = Conv4(hidden=cfg.hidden, n_classes=n_way).to(task.x_support.device)
+        _fit(net, net.parameters(), task.select(b), cfg.steps, cfg.lr)
+        net.eval()
+        with torch.no_grad():
+            out.append(net(task.x_query[b]))
+    return torch.stack(out)  # (B, N*Q, N)
+
+
+def _fit(net, params, task: Task, steps: int, lr: float) -> None:
+    opt = torch.optim.Adam(params, lr=lr)
+    net.train()
+    for _ in range(steps):
+        loss = F.cross_entropy(net(task.x_support), task.y_support)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Supervised pre-training on all meta-training classes.
+
+    Attributes:
+        train: outer-loop settings (steps, batch size as ``meta_batch``, lr, checkpoint).
+        hidden: Conv-4 filters per block.
+    """
+    train: TrainConfig = TrainConfig(steps=3000, meta_batch=128, lr=1e-3, eval_every=0)
+    hidden: int = 64
+
+    def quick_overrides(self) -> dict:
+        import dataclasses
+        return {"train": dataclasses.replace(self.train, steps=5, meta_batch=16)}
+
+
+def pretrain_classifier(images: torch.Tensor, cfg: PretrainConfig = PretrainConfig(), *, seed: int = 0,
+                        progress: bool = True) -> tuple[Conv4, History]:
+    """Train a Conv-4 classifier over all classes of ``images`` (C, M, H, W) uint8.
+
+    Returns:
+        (the network with its C-way head, the training `History`).
+    """
+    n_classes, per_class = images.shape[:2]
+    dev = images.device
+    torch.manual_seed(seed)
+    net = Conv4(hidden=cfg.hidden, n_classes=n_classes).to(dev)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(seed)
+
+    def sample(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = torch.randint(n_classes, (batch,), generator=gen, device=dev)
+        d = torch.randint(per_class, (batch,), generator=gen, device=dev)
+        return images[c, d].unsqueeze(1).float().div_(255), c  # (batch, 1, H, W), (batch,)
+
+    def step_loss(batch):
+        x, y = batch
+        logits = net(x)
+        return F.cross_entropy(logits, y), {"acc": (logits.argmax(-1) == y).float().mean()}
+
+    history = meta_train(net, step_loss, sample, cfg.train, progress=progress, desc="pre-train")
+    return net, history
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning a pre-trained backbone on one task's D^tr.
+
+    Attributes:
+        steps: full-batch Adam steps.
+        lr: Adam learning rate.
+        mode: "head" (new linear head on frozen features, all tasks at once) or "all"
+            (the whole network, one task at a time).
+    """
+    steps: int = 100
+    lr: float = 1e-2
+    mode: str = "head"
+
+    def quick_overrides(self) -> dict:
+        return {"steps": 3}
+
+
+def finetune_predict(backbone: Conv4, task: Task, cfg: FinetuneConfig = FinetuneConfig()) -> torch.Tensor:
+    """Logits (B, N*Q, N) after fine-tuning a fresh N-way head (and, with mode="all", the backbone)."""
+    if cfg.mode not in ("head", "all"):
+        raise ValueError(f"mode must be 'head' or 'all', got {cfg.mode!r}")
+    n_way = int(task.y_support.max()) + 1
+    if cfg.mode == "all":
+        return _finetune_all(backbone, task, cfg, n_way)
+    backbone.eval()
+    with torch.no_grad():
+        fs, fq = backbone.embed(task.x_support), backbone.embed(task.x_query)  # (B, N*K, D), (B, N*Q, D)
+    B, D = fs.shape[0], fs.shape[-1]
+    # one independent linear head per task; Adam is elementwise, so summing the task losses
+    # trains each head exactly as if it were optimised alone
+    w = torch.zeros(B, D, n_way, device=fs.device, requires_grad=True)
+    b = torch.zeros(B, 1, n_way, device=fs.device, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=cfg.lr)
+    for _ in range(cfg.steps):
+        logits = fs @ w + b  # (B, N*K, N)
+        loss = F.cross_entropy(logits.flatten(0, 1), task.y_support.flatten(), reduction="sum") / fs.shape[1]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (fq @ w + b).detach()  # (B, N*Q, N)
+
+
+def _finetune_all(backbone: Conv4, task: Task, cfg: FinetuneConfig, n_way: int) -> torch.Tensor:
+    out = []
+    for i in range(task.batch_size):
+        net = copy.deepcopy(backbone)
+        net.head = torch.nn.Linear(net.embed(task.x_support[i, :1]).shape[-1], n_way).to(task.x_support.device)
+        torch.nn.init.zeros_(net.head.weight)
+        torch.nn.init.zeros_(net.head.bias)
+        _fit(net, net.parameters(), task.select(i), cfg.steps, cfg.lr)
+        net.eval()
+        with torch.no_grad():
+            out.append(net(task.x_query[i]))
+    return torch.stack(out)

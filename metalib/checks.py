@@ -1,0 +1,115 @@
+"""Tolerance-based checks with messages that say what is wrong and where.
+
+Used by the autograder tests in every notebook and by metalib's own tests, e.g.
+``prototype for class 2 differs: max abs error 0.31 at [5] (tolerance atol=1e-05, rtol=1e-05)``.
+Taught in notebook 00 (how checks work).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+__all__ = ["assert_close", "assert_rows_close", "assert_shape", "assert_finite", "assert_episode"]
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    if x is None or x is Ellipsis:
+        raise AssertionError(f"{name} is {x!r}: the function returned nothing. Did you finish the exercise "
+                             f"(replace `...`) and `return` the result?")
+    try:
+        return torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise AssertionError(f"{name} should be a tensor, got {type(x).__name__}") from err
+
+
+def assert_shape(x, shape: Sequence[int], name: str = "value") -> None:
+    """Fail unless ``x`` has exactly ``shape`` (use -1 for any size)."""
+    t = _as_tensor(x, name)
+    ok = t.dim() == len(shape) and all(s == -1 or s == d for s, d in zip(shape, t.shape))
+    if not ok:
+        raise AssertionError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+
+
+def assert_finite(x, name: str = "value") -> None:
+    """Fail if ``x`` has NaN or infinite entries, saying how many."""
+    t = _as_tensor(x, name)
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        bad = (~torch.isfinite(t)).sum().item()
+        raise AssertionError(f"{name} has {bad} NaN/inf entries out of {t.numel()}")
+
+
+def assert_close(actual, expected, *, name: str = "value", atol: float = 1e-5, rtol: float = 1e-5) -> None:
+    """Fail unless ``actual`` matches ``expected`` elementwise within ``atol + rtol * |expected|``.
+
+    The message gives the shapes when they differ, otherwise the largest error and where it is.
+    """
+    a = _as_tensor(actual, name)
+    e = _as_tensor(expected, f"expected {name}")
+    if a.shape != e.shape:
+        raise AssertionError(f"{name} has shape {tuple(a.shape)}, expected {tuple(e.shape)}")
+    assert_finite(a, name)
+    a64, e64 = a.detach().to("cpu", torch.float64), e.detach().to("cpu", torch.float64)
+    err = (a64 - e64).abs()
+    bound = atol + rtol * e64.abs()
+    if (err > bound).any():
+        worst = int(torch.argmax(err - bound))
+        where = list(torch.unravel_index(torch.tensor(worst), a.shape)) if a.dim() else []
+        idx = "[" + ", ".join(str(int(i)) for i in where) + "]"
+        raise AssertionError(
+            f"{name} differs: max abs error {err.max().item():.3g} at {idx} "
+            f"(got {a64.flatten()[worst].item():.6g}, expected {e64.flatten()[worst].item():.6g}; "
+            f"tolerance atol={atol:g}, rtol={rtol:g})")
+
+
+def assert_rows_close(actual, expected, *, row_name: str = "row", atol: float = 1e-5, rtol: float = 1e-5) -> None:
+    """Like `assert_close` but names the first differing row, e.g. "prototype for class 2 differs"."""
+    a = _as_tensor(actual, row_name)
+    e = _as_tensor(expected, f"expected {row_name}")
+    if a.shape != e.shape:
+        raise AssertionError(f"{row_name}s have shape {tuple(a.shape)}, expected {tuple(e.shape)}")
+    for i in range(a.shape[0]):
+        assert_close(a[i], e[i], name=f"{row_name} {i}", atol=atol, rtol=rtol)
+
+
+def assert_episode(task, images: torch.Tensor, n_way: int, k_shot: int, n_query: int) -> None:
+    """Check that ``task`` is a valid single N-way K-shot episode drawn from ``images`` (C, M, H, W).
+
+    Checks shapes, dtypes, labels 0..N-1 with K (support) and Q (query) per label, that every
+    image is one of the class's images scaled to [0, 1], that each label maps to one class,
+    that the N classes are distinct, and that no drawing is both in support and query.
+    """
+    xs, ys, xq, yq = task
+    h, w = images.shape[-2:]
+    assert_shape(xs, (n_way * k_shot, 1, h, w), "x_support")
+    assert_shape(xq, (n_way * n_query, 1, h, w), "x_query")
+    assert_shape(ys, (n_way * k_shot,), "y_support")
+    assert_shape(yq, (n_way * n_query,), "y_query")
+    for nm, y, per in (("y_support", ys, k_shot), ("y_query", yq, n_query)):
+        if y.dtype != torch.int64:
+            raise AssertionError(f"{nm} should be int64 class ids, got {y.dtype}")
+        counts = torch.bincount(y, minlength=n_way)
+        if y.min() < 0 or y.max() >= n_way or not (counts == per).all():
+            raise AssertionError(f"{nm} should hold each label 0..{n_way - 1} exactly {per} times, got counts {counts.tolist()}")
+    flat = images.reshape(-1, h * w).to(torch.float32) / 255  # (C*M, H*W)
+    owner = torch.arange(images.shape[0]).repeat_interleave(images.shape[1])  # (C*M,)
+
+    def locate(x, nm):
+        d = torch.cdist(x.reshape(len(x), -1).float().cpu(), flat)  # (n, C*M)
+        dist, j = d.min(dim=1)
+        if (dist > 1e-3).any():
+            raise AssertionError(f"{nm}[{int(torch.argmax(dist))}] is not one of the split's images scaled to [0, 1] "
+                                 f"(divide the uint8 images by 255)")
+        return j
+    js, jq = locate(xs, "x_support"), locate(xq, "x_query")
+    cls_of_label = {}
+    for j, y in zip(torch.cat([js, jq]).tolist(), torch.cat([ys, yq]).cpu().tolist()):
+        c = int(owner[j])
+        if cls_of_label.setdefault(y, c) != c:
+            raise AssertionError(f"label {y} is used for images of two different classes")
+    if len(set(cls_of_label.values())) != n_way:
+        raise AssertionError(f"the {n_way} labels should come from {n_way} distinct classes")
+    if set(js.tolist()) & set(jq.tolist()):
+        raise AssertionError("a drawing appears in both the support and the query set: D^tr and D^ts must be disjoint")
+    if len(set(js.tolist())) != len(js) or len(set(jq.tolist())) != len(jq):
+        raise AssertionError("a drawing appears twice in one set: sample drawings without replacement")

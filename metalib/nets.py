@@ -1,0 +1,69 @@
+"""Networks: the Conv-4 backbone of the few-shot papers, and an MLP.
+
+Conv-4 (Vinyals et al. 2016; Snell et al. 2017; Finn et al. 2017): four blocks of
+[3x3 conv with 64 filters, BatchNorm, ReLU, 2x2 max-pool]; a 28x28 input becomes a 64-d
+embedding (28 -> 14 -> 7 -> 3 -> 1). Both nets are ordinary modules and can be used
+functionally with ``torch.func.functional_call(net, params, x)`` (MAML, notebook 05).
+
+Taught in notebook 01 (baselines) and notebook 04 (Prototypical Networks).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["Conv4", "MLP", "conv_block"]
+
+
+def conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """3x3 conv (padding 1) -> BatchNorm -> ReLU -> 2x2 max-pool."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=False), nn.MaxPool2d(2))
+
+
+class Conv4(nn.Module):
+    """Conv-4 embedding network, optionally followed by a linear classification head.
+
+    Args:
+        in_channels: 1 for Omniglot.
+        hidden: filters per block (64 in the papers).
+        n_classes: if given, add a linear head producing that many logits.
+
+    Shapes:
+        input (..., C, H, W) with any number of leading dims; output (..., 64) or (..., n_classes).
+    """
+
+    def __init__(self, in_channels: int = 1, hidden: int = 64, n_classes: int | None = None):
+        super().__init__()
+        self.features = nn.Sequential(conv_block(in_channels, hidden), conv_block(hidden, hidden),
+                                      conv_block(hidden, hidden), conv_block(hidden, hidden))
+        self.head = nn.Linear(hidden, n_classes) if n_classes else None
+        self.out_dim = n_classes or hidden
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone features: (..., C, H, W) -> (..., hidden * h' * w')."""
+        lead = x.shape[:-3]
+        z = self.features(x.reshape(-1, *x.shape[-3:]))  # (prod(lead), hidden, h', w')
+        return z.flatten(1).reshape(*lead, -1)  # (..., hidden * h' * w')
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.embed(x)
+        return self.head(z) if self.head is not None else z
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network, e.g. ``MLP(1, [40, 40], 1)`` for sinusoid regression (MAML)."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int):
+        super().__init__()
+        dims = [in_dim, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
