@@ -22,7 +22,11 @@ from .tasks import Task
 from .train import TrainConfig, History, meta_train
 
 __all__ = ["pixel_nearest_neighbour", "ScratchConfig", "train_from_scratch", "PretrainConfig",
-           "pretrain_classifier", "FinetuneConfig", "finetune_predict"]
+           "pretrain_classifier", "FinetuneConfig", "finetune_predict", "PRETRAINED_CHECKPOINT",
+           "save_backbone", "load_backbone"]
+
+#: the shipped backbone of the pre-train + fine-tune baseline (benchmarks/baselines.py makes it)
+PRETRAINED_CHECKPOINT = "pretrained_conv4_vinyals.pt"
 
 
 def pixel_nearest_neighbour(task: Task) -> torch.Tensor:
@@ -35,33 +39,52 @@ def pixel_nearest_neighbour(task: Task) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ScratchConfig:
-    """Training a fresh network on one task's D^tr.
+    """Training a fresh network on each task's D^tr alone.
 
     Attributes:
         steps: full-batch Adam steps on the N*K support images.
         lr: Adam learning rate.
-        hidden: Conv-4 filters per block.
+        hidden: Conv-4 filters per block (no BatchNorm: 5 images give no useful batch statistics).
     """
     steps: int = 50
     lr: float = 3e-3
-    hidden: int = 64
+    hidden: int = 32
 
     def quick_overrides(self) -> dict:
         return {"steps": 3}
 
 
 def train_from_scratch(task: Task, cfg: ScratchConfig = ScratchConfig(), *, seed: int = 0) -> torch.Tensor:
-    """Logits (B, N*Q, N) of a Conv-4 trained from random init on each task's support set alone."""
+    """Logits (B, N*Q, N) of Conv-4 nets trained from random init, one per task, on D^tr alone.
+
+    The B independent networks are trained at once: their parameters are stacked along a task
+    dimension and ``torch.func.vmap`` runs each on its own task. The summed loss has per-task
+    gradients that do not interact, and Adam is elementwise, so this equals training each
+    network alone (tests/test_baselines.py checks it against that per-task loop).
+    """
+    from torch.func import functional_call, stack_module_state, vmap
+
     n_way = int(task.y_support.max()) + 1
-    out = []
-    for b in range(task.batch_size):
-        torch.manual_seed(seed + b)
-        net = Conv4(hidden=cfg.hidden, n_classes=n_way).to(task.x_support.device)
-        _fit(net, net.parameters(), task.select(b), cfg.steps, cfg.lr)
-        net.eval()
-        with torch.no_grad():
-            out.append(net(task.x_query[b]))
-    return torch.stack(out)  # (B, N*Q, N)
+    dev = task.x_support.device
+    torch.manual_seed(seed)
+    nets = [Conv4(hidden=cfg.hidden, n_classes=n_way, batch_norm=False).to(dev) for _ in range(task.batch_size)]
+    params, _ = stack_module_state(nets)  # name -> (B, *shape), leaf tensors with grad
+    base = nets[0]
+
+    def logits(p, x):
+        return functional_call(base, p, (x,))
+
+    def loss(p, x, y):
+        return F.cross_entropy(logits(p, x), y)
+
+    opt = torch.optim.Adam(params.values(), lr=cfg.lr)
+    for _ in range(cfg.steps):
+        total = vmap(loss)(params, task.x_support, task.y_support).sum()  # sum of B independent losses
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+    with torch.no_grad():
+        return vmap(logits)(params, task.x_query)  # (B, N*Q, N)
 
 
 def _fit(net, params, task: Task, steps: int, lr: float) -> None:
@@ -82,7 +105,7 @@ class PretrainConfig:
         train: outer-loop settings (steps, batch size as ``meta_batch``, lr, checkpoint).
         hidden: Conv-4 filters per block.
     """
-    train: TrainConfig = TrainConfig(steps=3000, meta_batch=128, lr=1e-3, eval_every=0)
+    train: TrainConfig = TrainConfig(steps=2000, meta_batch=64, lr=1e-3, eval_every=0)
     hidden: int = 64
 
     def quick_overrides(self) -> dict:
@@ -173,3 +196,26 @@ def _finetune_all(backbone: Conv4, task: Task, cfg: FinetuneConfig, n_way: int) 
         with torch.no_grad():
             out.append(net(task.x_query[i]))
     return torch.stack(out)
+
+
+def save_backbone(net: Conv4, path, **meta) -> None:
+    """Save the backbone (not the C-way head) with its size and ``meta`` (command, accuracy, ...)."""
+    from .checkpoint import save_checkpoint
+
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("head.")}
+    hidden = net.features[0][0].out_channels
+    save_checkpoint(path, state, hidden=hidden, **meta)
+
+
+def load_backbone(path=None) -> tuple[Conv4, dict]:
+    """Load a backbone saved by `save_backbone` (default: the shipped pretrained one).
+
+    Returns:
+        (Conv4 without head, the checkpoint's metadata).
+    """
+    from .checkpoint import checkpoint_dir, load_checkpoint
+
+    blob = load_checkpoint(path or checkpoint_dir() / PRETRAINED_CHECKPOINT)
+    net = Conv4(hidden=int(blob["meta"]["hidden"]))
+    net.load_state_dict(blob["state_dict"])
+    return net.eval(), blob["meta"]

@@ -91,11 +91,12 @@ def assert_episode(task, images: torch.Tensor, n_way: int, k_shot: int, n_query:
         counts = torch.bincount(y, minlength=n_way)
         if y.min() < 0 or y.max() >= n_way or not (counts == per).all():
             raise AssertionError(f"{nm} should hold each label 0..{n_way - 1} exactly {per} times, got counts {counts.tolist()}")
-    flat = images.reshape(-1, h * w).to(torch.float32) / 255  # (C*M, H*W)
+    flat = images.reshape(-1, h * w).cpu().to(torch.float64) / 255  # (C*M, H*W)
     owner = torch.arange(images.shape[0]).repeat_interleave(images.shape[1])  # (C*M,)
 
     def locate(x, nm):
-        d = torch.cdist(x.reshape(len(x), -1).float().cpu(), flat)  # (n, C*M)
+        d = torch.cdist(x.reshape(len(x), -1).detach().cpu().double(), flat,
+                        compute_mode="donot_use_mm_for_euclid_dist")  # (n, C*M), exact distances
         dist, j = d.min(dim=1)
         if (dist > 1e-3).any():
             raise AssertionError(f"{nm}[{int(torch.argmax(dist))}] is not one of the split's images scaled to [0, 1] "

@@ -17,10 +17,10 @@ from torch import nn
 __all__ = ["Conv4", "MLP", "conv_block"]
 
 
-def conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    """3x3 conv (padding 1) -> BatchNorm -> ReLU -> 2x2 max-pool."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=False), nn.MaxPool2d(2))
+def conv_block(c_in: int, c_out: int, batch_norm: bool = True) -> nn.Sequential:
+    """3x3 conv (padding 1) -> BatchNorm (optional) -> ReLU -> 2x2 max-pool."""
+    norm = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), norm, nn.ReLU(inplace=False), nn.MaxPool2d(2))
 
 
 class Conv4(nn.Module):
@@ -30,15 +30,18 @@ class Conv4(nn.Module):
         in_channels: 1 for Omniglot.
         hidden: filters per block (64 in the papers).
         n_classes: if given, add a linear head producing that many logits.
+        batch_norm: False drops BatchNorm (for nets trained on a handful of images, or
+            vectorised over tasks with ``torch.func.vmap``).
 
     Shapes:
         input (..., C, H, W) with any number of leading dims; output (..., 64) or (..., n_classes).
     """
 
-    def __init__(self, in_channels: int = 1, hidden: int = 64, n_classes: int | None = None):
+    def __init__(self, in_channels: int = 1, hidden: int = 64, n_classes: int | None = None,
+                 batch_norm: bool = True):
         super().__init__()
-        self.features = nn.Sequential(conv_block(in_channels, hidden), conv_block(hidden, hidden),
-                                      conv_block(hidden, hidden), conv_block(hidden, hidden))
+        self.features = nn.Sequential(conv_block(in_channels, hidden, batch_norm),
+                                      *(conv_block(hidden, hidden, batch_norm) for _ in range(3)))
         self.head = nn.Linear(hidden, n_classes) if n_classes else None
         self.out_dim = n_classes or hidden
 

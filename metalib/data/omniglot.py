@@ -99,11 +99,16 @@ def find_zip(name: str, root: str | os.PathLike | None = None) -> Path | None:
 
 
 def _writable(folder: Path) -> bool:
+    """True if ``folder`` exists (or can be made) and its mode has a write bit.
+
+    The mode bits are checked, not just ``os.access``: root may write anywhere, but a folder
+    marked read-only (like a shared dataset copy) must not receive our cache.
+    """
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return False
-    return os.access(folder, os.W_OK)
+    return bool(folder.stat().st_mode & 0o222) and os.access(folder, os.W_OK)
 
 
 def cache_path(root: str | os.PathLike | None = None) -> Path:
