@@ -88,8 +88,10 @@ def assert_episode(task, images: torch.Tensor, n_way: int, k_shot: int, n_query:
     for nm, y, per in (("y_support", ys, k_shot), ("y_query", yq, n_query)):
         if y.dtype != torch.int64:
             raise AssertionError(f"{nm} should be int64 class ids, got {y.dtype}")
+        if y.min() < 0 or y.max() >= n_way:
+            raise AssertionError(f"{nm} should hold labels 0..{n_way - 1}, got values from {int(y.min())} to {int(y.max())}")
         counts = torch.bincount(y, minlength=n_way)
-        if y.min() < 0 or y.max() >= n_way or not (counts == per).all():
+        if not (counts == per).all():
             raise AssertionError(f"{nm} should hold each label 0..{n_way - 1} exactly {per} times, got counts {counts.tolist()}")
     flat = images.reshape(-1, h * w).cpu().to(torch.float64) / 255  # (C*M, H*W)
     owner = torch.arange(images.shape[0]).repeat_interleave(images.shape[1])  # (C*M,)
@@ -97,12 +99,13 @@ def assert_episode(task, images: torch.Tensor, n_way: int, k_shot: int, n_query:
     def locate(x, nm):
         d = torch.cdist(x.reshape(len(x), -1).detach().cpu().double(), flat,
                         compute_mode="donot_use_mm_for_euclid_dist")  # (n, C*M), exact distances
-        dist, j = d.min(dim=1)
+        dist, j = d.min(dim=1)  # j: the first of any identical images
         if (dist > 1e-3).any():
             raise AssertionError(f"{nm}[{int(torch.argmax(dist))}] is not one of the split's images scaled to [0, 1] "
                                  f"(divide the uint8 images by 255)")
-        return j
-    js, jq = locate(xs, "x_support"), locate(xq, "x_query")
+        copies = (d[torch.arange(len(x)), :] <= 1e-3).sum(1)  # identical images in the split (Omniglot has a few)
+        return j, copies
+    (js, cs), (jq, cq) = locate(xs, "x_support"), locate(xq, "x_query")
     cls_of_label = {}
     for j, y in zip(torch.cat([js, jq]).tolist(), torch.cat([ys, yq]).cpu().tolist()):
         c = int(owner[j])
@@ -110,7 +113,11 @@ def assert_episode(task, images: torch.Tensor, n_way: int, k_shot: int, n_query:
             raise AssertionError(f"label {y} is used for images of two different classes")
     if len(set(cls_of_label.values())) != n_way:
         raise AssertionError(f"the {n_way} labels should come from {n_way} distinct classes")
-    if set(js.tolist()) & set(jq.tolist()):
-        raise AssertionError("a drawing appears in both the support and the query set: D^tr and D^ts must be disjoint")
-    if len(set(js.tolist())) != len(js) or len(set(jq.tolist())) != len(jq):
-        raise AssertionError("a drawing appears twice in one set: sample drawings without replacement")
+    copies = dict(zip(torch.cat([js, jq]).tolist(), torch.cat([cs, cq]).tolist()))
+    uses = torch.bincount(torch.cat([js, jq]), minlength=len(flat))
+    for j in torch.nonzero(uses).flatten().tolist():
+        if uses[j] > copies[j]:
+            if j in set(js.tolist()) and j in set(jq.tolist()):
+                raise AssertionError("a drawing appears in both the support and the query set: "
+                                     "D^tr and D^ts must be disjoint")
+            raise AssertionError("a drawing appears twice in one set: sample drawings without replacement")

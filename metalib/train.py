@@ -83,7 +83,7 @@ class TrainingDiverged(FloatingPointError):
 
 
 def _floats(metrics: Mapping[str, float | torch.Tensor]) -> dict:
-    return {k: float(v) for k, v in metrics.items()}
+    return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in metrics.items()}
 
 
 def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor, Mapping]],

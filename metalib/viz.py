@@ -149,8 +149,8 @@ def plot_accuracies(results: Mapping[str, Mapping[str, Accuracy]], *, ax=None, t
         ax.bar_label(bars, labels=[f"{100 * a.mean:.1f}" for a in accs], fontsize=7, padding=2)
     ax.set_xticks(range(len(settings)), settings)
     ax.set_ylabel("query accuracy (%) ± 95% CI")
-    ax.set_ylim(0, 105)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_ylim(0, 108)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(len(methods), 4), frameon=False)
     if title:
         ax.set_title(title)
     plt.tight_layout()

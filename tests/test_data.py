@@ -118,6 +118,14 @@ def test_cache_is_used_before_zips(tmp_path, monkeypatch):
     assert data.char_names == ("A/character01", "A/character02")
 
 
+def test_failed_cache_write_leaves_no_temp_file(tmp_path):
+    target = tmp_path / "omniglot28_v1.pt"
+    (target / "occupied").mkdir(parents=True)  # a non-empty folder where the file should go
+    with pytest.raises(OSError):
+        og._save_atomic({"version": og.CACHE_VERSION}, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["omniglot28_v1.pt"]
+
+
 def test_cache_path_follows_env(tmp_path, monkeypatch):
     monkeypatch.setenv("METALIB_CACHE", str(tmp_path / "c"))
     assert og.cache_path() == tmp_path / "c" / "omniglot28_v1.pt"

@@ -66,13 +66,6 @@ def test_images_come_from_their_classes(split, B, N, K, Q):
             assert not set(sup_ids) & set(qry_ids), "support and query share a drawing"
 
 
-CDIST_BUG = ("metalib/checks.py assert_episode.locate (line 98): torch.cdist's default compute_mode uses the "
-             "matrix-multiplication formula when either side has more than 25 rows; its float32 "
-             "cancellation gives distances of ~5e-3 between identical images, above the 1e-3 tolerance, "
-             "so every valid episode on a real split is rejected ('is not one of the split's images')")
-
-
-@pytest.mark.xfail(reason=CDIST_BUG, strict=True)
 def test_assert_episode_accepts_sampled_task(split):
     task = EpisodeSampler(split, 5, 1, 15, seed=2).sample(1)
     checks.assert_episode(task.select(0), split.images, 5, 1, 15)

@@ -230,6 +230,13 @@ def test_save_refuses_non_plain_meta(tmp_path):
     assert not any(tmp_path.iterdir()), "nothing (not even a temp file) is left behind"
 
 
+def test_failed_save_leaves_no_temp_file(tmp_path):
+    (tmp_path / "ck.pt" / "occupied").mkdir(parents=True)  # a non-empty folder where the file should go
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "ck.pt", {"w": torch.zeros(2)})
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+
+
 @pytest.mark.parametrize("payload", [
     lambda: {"state_dict": {"w": torch.zeros(1)}, "meta": {"obj": _Custom()}},
     lambda: {"state_dict": {"w": torch.zeros(1)}, "meta": _Meta()},

@@ -38,7 +38,7 @@ ZIP_NAMES = ("images_background", "images_evaluation")
 EXPECTED_CHARS = {"images_background": 964, "images_evaluation": 659}
 DRAWERS = 20
 SIZE = 28
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: known-good checksums: upstream md5 (brendenlake/omniglot) and the repacked offline copy's sha256
 KNOWN_MD5 = {"images_background": "68d2efa1b9178cc56df9314c21c6e718",
              "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811"}
@@ -59,6 +59,7 @@ class Omniglot:
         images: uint8 (1623, 20, 28, 28), ink = 255.
         alphabet: int64 (1623,) index into ``alphabet_names``.
         background: bool (1623,) True for characters of images_background.
+        drawer: int64 (1623, 20) the drawer (the DD in ``NNNN_DD.png``, 1..20) of each image.
         file_id: int64 (1623,) the NNNN in the file names (1..1623).
         char_names: "Alphabet/characterNN" for each character.
         alphabet_names: "images_<set>/Alphabet" for each alphabet.
@@ -66,6 +67,7 @@ class Omniglot:
     images: torch.Tensor
     alphabet: torch.Tensor
     background: torch.Tensor
+    drawer: torch.Tensor
     file_id: torch.Tensor
     char_names: tuple[str, ...]
     alphabet_names: tuple[str, ...]
@@ -225,8 +227,8 @@ def _download(url: str, dest: Path, *, progress: bool) -> None:
     os.replace(part, dest)
 
 
-def _decode_zip(path: Path, name: str) -> tuple[list[str], list[int], np.ndarray]:
-    """Decode one zip to (character names, file ids, uint8 images (C, 20, 28, 28))."""
+def _decode_zip(path: Path, name: str) -> tuple[list[str], list[int], list[list[int]], np.ndarray]:
+    """Decode one zip to (character names, file ids, drawers, uint8 images (C, 20, 28, 28))."""
     from PIL import Image
 
     by_char: dict[str, list[tuple[int, int, str]]] = {}
@@ -238,12 +240,13 @@ def _decode_zip(path: Path, name: str) -> tuple[list[str], list[int], np.ndarray
                 by_char.setdefault(key, []).append((int(m.group(5)), int(m.group(4)), entry))
         chars = sorted(by_char)
         out = np.empty((len(chars), DRAWERS, SIZE, SIZE), dtype=np.uint8)
-        ids = []
+        ids, drawers = [], []
         for c, key in enumerate(chars):
             drawings = sorted(by_char[key])
             if len(drawings) != DRAWERS:
                 raise OmniglotError(f"{path}: {key} has {len(drawings)} drawings, expected {DRAWERS}")
             ids.append(drawings[0][1])
+            drawers.append([d for d, _, _ in drawings])
             for d, (_, _, entry) in enumerate(drawings):
                 try:
                     img = Image.open(io.BytesIO(zf.read(entry))).convert("L")
@@ -251,14 +254,14 @@ def _decode_zip(path: Path, name: str) -> tuple[list[str], list[int], np.ndarray
                     raise OmniglotError(f"{path}: cannot read {entry} ({err}); the zip is corrupt. "
                                         f"Delete it and run `python -m metalib download omniglot`.") from err
                 out[c, d] = 255 - np.asarray(img.resize((SIZE, SIZE), Image.LANCZOS))
-    return chars, ids, out
+    return chars, ids, drawers, out
 
 
 def _build(paths: dict[str, Path], shas: dict[str, str]) -> dict:
-    names, ids, arrays, alphabets, background = [], [], [], [], []
+    names, ids, drawers, arrays, alphabets, background = [], [], [], [], [], []
     alphabet_names: list[str] = []
     for name in ZIP_NAMES:
-        chars, file_ids, images = _decode_zip(paths[name], name)
+        chars, file_ids, char_drawers, images = _decode_zip(paths[name], name)
         if len(chars) != EXPECTED_CHARS[name]:
             raise OmniglotError(f"{paths[name]} has {len(chars)} characters, expected {EXPECTED_CHARS[name]}")
         for key in chars:
@@ -268,13 +271,14 @@ def _build(paths: dict[str, Path], shas: dict[str, str]) -> dict:
             alphabets.append(alphabet_names.index(alpha))
         names += chars
         ids += file_ids
+        drawers += char_drawers
         arrays.append(images)
         background += [name == "images_background"] * len(chars)
     return {
         "version": CACHE_VERSION, "sources": shas,
         "images": torch.from_numpy(np.concatenate(arrays)),
         "alphabet": torch.tensor(alphabets), "background": torch.tensor(background),
-        "file_id": torch.tensor(ids), "char_names": names, "alphabet_names": alphabet_names,
+        "drawer": torch.tensor(drawers), "file_id": torch.tensor(ids), "char_names": names, "alphabet_names": alphabet_names,
     }
 
 
@@ -323,5 +327,5 @@ def load_omniglot(root: str | os.PathLike | None = None, *, download: bool = Tru
 
 def _from_blob(blob: dict) -> Omniglot:
     return Omniglot(images=blob["images"], alphabet=blob["alphabet"], background=blob["background"],
-                    file_id=blob["file_id"], char_names=tuple(blob["char_names"]),
+                    drawer=blob["drawer"], file_id=blob["file_id"], char_names=tuple(blob["char_names"]),
                     alphabet_names=tuple(blob["alphabet_names"]))
