@@ -166,9 +166,11 @@ def finetune_predict(backbone: Conv4, task: Task, cfg: FinetuneConfig = Finetune
     n_way = int(task.y_support.max()) + 1
     if cfg.mode == "all":
         return _finetune_all(backbone, task, cfg, n_way)
+    was_training = backbone.training
     backbone.eval()
     with torch.no_grad():
         fs, fq = backbone.embed(task.x_support), backbone.embed(task.x_query)  # (B, N*K, D), (B, N*Q, D)
+    backbone.train(was_training)
     B, D = fs.shape[0], fs.shape[-1]
     # one independent linear head per task; Adam is elementwise, so summing the task losses
     # trains each head exactly as if it were optimised alone
@@ -204,7 +206,8 @@ def save_backbone(net: Conv4, path, **meta) -> None:
 
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("head.")}
     hidden = net.features[0][0].out_channels
-    save_checkpoint(path, state, hidden=hidden, **meta)
+    batch_norm = isinstance(net.features[0][1], torch.nn.BatchNorm2d)
+    save_checkpoint(path, state, hidden=hidden, batch_norm=batch_norm, **meta)
 
 
 def load_backbone(path=None) -> tuple[Conv4, dict]:
@@ -216,6 +219,6 @@ def load_backbone(path=None) -> tuple[Conv4, dict]:
     from .checkpoint import checkpoint_dir, load_checkpoint
 
     blob = load_checkpoint(path or checkpoint_dir() / PRETRAINED_CHECKPOINT)
-    net = Conv4(hidden=int(blob["meta"]["hidden"]))
+    net = Conv4(hidden=int(blob["meta"]["hidden"]), batch_norm=bool(blob["meta"].get("batch_norm", True)))
     net.load_state_dict(blob["state_dict"])
     return net.eval(), blob["meta"]

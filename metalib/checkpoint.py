@@ -78,6 +78,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                                 f"TRAIN_FROM_SCRATCH switch) or check data/checkpoints/README.md")
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError) as err:  # zip reader: truncated or not a torch file at all
+        raise ValueError(f"checkpoint {path} is truncated or not a torch checkpoint ({str(err).splitlines()[0]}); "
+                         f"re-create it (see data/checkpoints/README.md)") from err
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpointError(
             f"refusing to load {path}: it contains pickled Python objects, not only tensors and plain "

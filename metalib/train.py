@@ -23,6 +23,8 @@ from .tasks import Task
 
 __all__ = ["TrainConfig", "History", "TrainingDiverged", "meta_train"]
 
+RESERVED = {"step", "loss", "time"}  # columns History.train fills itself
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -128,12 +130,15 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            history.train.append({"step": step, "loss": value, "time": time.perf_counter() - start,
-                                  **_floats(metrics)})
+            metrics = _floats(metrics)
+            clash = RESERVED & set(metrics)
+            if clash:
+                raise ValueError(f"step_loss returned metrics named {sorted(clash)}, which History reserves; rename them")
+            history.train.append({"step": step, "loss": value, "time": time.perf_counter() - start, **metrics})
             if validate is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
                 _validate(model, validate, history, step, start)
-                bar.set_postfix(loss=f"{value:.3f}", **{k: f"{v:.3f}" for k, v in history.val[-1].items()
-                                                        if k not in ("step", "time")})
+                bar.set_postfix({"loss": f"{value:.3f}", **{f"val {k}": f"{v:.3f}" for k, v in history.val[-1].items()
+                                                            if k not in ("step", "time")}})
             elif step % 10 == 0:
                 bar.set_postfix(loss=f"{value:.3f}")
     except KeyboardInterrupt:
@@ -152,6 +157,8 @@ def _validate(model: nn.Module, validate, history: History, step: int, start: fl
     model.eval()
     try:
         metrics = _floats(validate())
+        if {"step", "time"} & set(metrics):
+            raise ValueError("validate() returned a metric named 'step' or 'time', which History reserves; rename it")
     finally:
         model.train()
     history.val.append({"step": step, "time": time.perf_counter() - start, **metrics})

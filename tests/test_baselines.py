@@ -12,6 +12,15 @@ from metalib.baselines import (FinetuneConfig, PretrainConfig, ScratchConfig, fi
                                pixel_nearest_neighbour, pretrain_classifier, train_from_scratch)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These nets are tiny: one intra-op thread avoids OpenMP overhead (and stalls when the CPUs are busy)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _pattern_task(B=3, N=4, K=2, Q=3, seed=0) -> Task:
     """Each class is a random binary pattern; its images are the pattern plus a little noise."""
     g = torch.Generator().manual_seed(seed)

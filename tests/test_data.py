@@ -6,6 +6,7 @@ Tests that write caches or fake zips use ``tmp_path`` and monkeypatch METALIB_CA
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import shutil
@@ -67,6 +68,9 @@ def test_omniglot_counts(omniglot):
     assert omniglot.background[:964].all() and not omniglot.background[964:].any()
     # file ids NNNN are exactly 1..1623
     assert sorted(omniglot.file_id.tolist()) == list(range(1, 1624))
+    # drawers 01..20 in order for every character
+    assert omniglot.drawer.shape == (1623, 20)
+    assert torch.equal(omniglot.drawer, torch.arange(1, 21).expand(1623, 20))
 
 
 def test_omniglot_alphabet_index_matches_names(omniglot):
@@ -91,6 +95,15 @@ def test_omniglot_ink_is_255(omniglot):
 
 # ----------------------------------------------------------------------------- cache
 
+def _assert_same_data(a, b):
+    for f in dataclasses.fields(a):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(va, torch.Tensor):
+            assert va.dtype == vb.dtype and torch.equal(va, vb), f.name
+        else:
+            assert va == vb, f.name
+
+
 def test_cache_rebuild_and_reload_identical(omniglot, tmp_path, monkeypatch):
     cache_dir = tmp_path / "cache"
     monkeypatch.setenv("METALIB_CACHE", str(cache_dir))
@@ -98,24 +111,30 @@ def test_cache_rebuild_and_reload_identical(omniglot, tmp_path, monkeypatch):
     files = sorted(p.name for p in cache_dir.iterdir())
     assert files == [og.cache_path().name], files  # one cache file, no temp files left over
     reloaded = metalib.load_omniglot(download=False, progress=False)  # from the cache
-    for a, b in ((built, reloaded), (built, omniglot)):
-        for field in ("images", "alphabet", "background", "file_id"):
-            assert torch.equal(getattr(a, field), getattr(b, field)), field
-        assert a.char_names == b.char_names
-        assert a.alphabet_names == b.alphabet_names
+    _assert_same_data(built, reloaded)
+    _assert_same_data(built, omniglot)
 
 
-def test_cache_is_used_before_zips(tmp_path, monkeypatch):
+def test_cache_is_used_before_zips(omniglot, tmp_path, monkeypatch):
     """A valid cache is loaded without needing the zips at all."""
+    session_cache = og.cache_path()
+    assert session_cache.is_file()
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    shutil.copy(session_cache, cache_dir / session_cache.name)
+    monkeypatch.setenv("METALIB_CACHE", str(cache_dir))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    data = metalib.load_omniglot(root=empty, download=False, progress=False)
+    _assert_same_data(data, omniglot)
+
+
+def test_stale_cache_version_is_not_used(tmp_path, monkeypatch):
+    """A cache written by another CACHE_VERSION is ignored (here: the zips are then required)."""
     monkeypatch.setenv("METALIB_CACHE", str(tmp_path / "cache"))
-    blob = {"version": og.CACHE_VERSION, "sources": {}, "images": torch.zeros(2, 20, 28, 28, dtype=torch.uint8),
-            "alphabet": torch.tensor([0, 0]), "background": torch.tensor([True, True]),
-            "file_id": torch.tensor([1, 2]), "char_names": ["A/character01", "A/character02"],
-            "alphabet_names": ["images_background/A"]}
-    og._save_atomic(blob, og.cache_path())
-    data = metalib.load_omniglot(root=tmp_path / "empty", download=False, progress=False)
-    assert data.n_chars == 2
-    assert data.char_names == ("A/character01", "A/character02")
+    og._save_atomic({"version": og.CACHE_VERSION - 1}, og.cache_path())
+    with pytest.raises(OmniglotError, match="not found"):
+        metalib.load_omniglot(root=tmp_path / "empty", download=False, progress=False)
 
 
 def test_failed_cache_write_leaves_no_temp_file(tmp_path):
@@ -128,7 +147,8 @@ def test_failed_cache_write_leaves_no_temp_file(tmp_path):
 
 def test_cache_path_follows_env(tmp_path, monkeypatch):
     monkeypatch.setenv("METALIB_CACHE", str(tmp_path / "c"))
-    assert og.cache_path() == tmp_path / "c" / "omniglot28_v1.pt"
+    assert og.cache_path() == tmp_path / "c" / f"omniglot28_v{og.CACHE_VERSION}.pt"
+    assert og.cache_path(tmp_path / "elsewhere").parent == tmp_path / "c"
 
 
 # ----------------------------------------------------------------------------- missing / corrupt data
@@ -363,3 +383,21 @@ def test_sinusoid_custom_ranges_and_bad_sizes():
         fam.sample(0, 3, 3, generator=metalib.make_generator(0))
     with pytest.raises(ValueError):
         fam.sample(2, 0, 3, generator=metalib.make_generator(0))
+
+
+def test_unreadable_cache_is_rebuilt(tmp_path, monkeypatch):
+    """A truncated cache file (e.g. a killed process on an old version) is rebuilt, not fatal."""
+    import warnings
+
+    import metalib
+    from metalib.data import omniglot as og
+
+    monkeypatch.setenv("METALIB_CACHE", str(tmp_path))
+    cache = og.cache_path()
+    cache.write_bytes(b"PK\x03\x04 not really a torch file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = metalib.load_omniglot()
+    assert data.images.shape == (1623, 20, 28, 28)
+    assert any("unreadable Omniglot cache" in str(w.message) for w in caught)
+    assert metalib.load_omniglot().images.shape == (1623, 20, 28, 28)  # the rebuilt cache loads

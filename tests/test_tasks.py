@@ -1,6 +1,8 @@
 """Tests of metalib.tasks: the Task tuple and the N-way K-shot EpisodeSampler (on real Omniglot)."""
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 
@@ -60,10 +62,10 @@ def test_images_come_from_their_classes(split, B, N, K, Q):
             sup = [_drawing_index(task.x_support[b, i], drawings) for i in range(n * K, (n + 1) * K)]
             qry = [_drawing_index(task.x_query[b, i], drawings) for i in range(n * Q, (n + 1) * Q)]
             assert all(sup) and all(qry), f"task {b}, label {n}: an image is not a drawing of class {int(classes[b, n])}"
-            sup_ids = [s[0] for s in sup]
-            qry_ids = [q[0] for q in qry]
-            assert len(set(sup_ids)) == K and len(set(qry_ids)) == Q, "drawings repeated within a set"
-            assert not set(sup_ids) & set(qry_ids), "support and query share a drawing"
+            # no drawing is used twice (in one set, or in both): a group of g identical drawings
+            # (Omniglot has a few exact duplicates) may be used at most g times
+            uses = Counter(tuple(m) for m in sup + qry)
+            assert all(count <= len(group) for group, count in uses.items()), f"task {b}, label {n}: a drawing is reused"
 
 
 def test_assert_episode_accepts_sampled_task(split):

@@ -80,10 +80,6 @@ def test_history_rows(steps, eval_every, expected):
     assert history.to_dict() == {"train": history.train, "val": history.val, "stopped": "finished"}
 
 
-@pytest.mark.xfail(reason="metalib/train.py meta_train (line 135): bar.set_postfix(loss=..., **val_metrics) gets "
-                          "'loss' twice when validate() returns a 'loss' key, so training crashes with TypeError "
-                          "'got multiple values for keyword argument 'loss'' (even with progress=False)",
-                   strict=True, raises=TypeError)
 def test_validate_may_return_a_loss_metric():
     model, step_loss, sample = _regression()
     history = meta_train(model, step_loss, sample, TrainConfig(steps=4, meta_batch=4, eval_every=2),
@@ -469,3 +465,25 @@ def test_seed_everything_reproducible():
     assert a[0] != c[0] and a[1] != c[1] and not torch.equal(a[2], c[2]) and not torch.equal(a[3], c[3])
     assert torch.equal(metalib.make_generator(11).get_state(), metalib.seed_everything(11).get_state())
     metalib.seed_everything(2**40 + 3)  # larger than NumPy's 32-bit seed range: reduced, no error
+
+
+def test_reserved_metric_names_are_refused():
+    model, step_loss, sample = _regression()
+
+    def clashing(batch):
+        loss, _ = step_loss(batch)
+        return loss, {"step": 1.0}
+
+    with pytest.raises(ValueError, match="reserves"):
+        meta_train(model, clashing, sample, TrainConfig(steps=2, meta_batch=4), progress=False)
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    import torch
+    from metalib import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "ok.pt", {"w": torch.ones(100)})
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="truncated"):
+        load_checkpoint(cut)

@@ -311,8 +311,12 @@ def load_omniglot(root: str | os.PathLike | None = None, *, download: bool = Tru
     """
     cache = cache_path(root)
     if cache.is_file():
-        blob = torch.load(cache, weights_only=True)
-        if blob.get("version") == CACHE_VERSION:
+        try:
+            blob = torch.load(cache, weights_only=True)
+        except Exception as err:  # truncated or foreign file: rebuild it from the zips
+            warnings.warn(f"ignoring unreadable Omniglot cache {cache} ({type(err).__name__}); rebuilding it", stacklevel=2)
+            blob = {}
+        if isinstance(blob, dict) and blob.get("version") == CACHE_VERSION:
             return _from_blob(blob)
     missing = [n for n in ZIP_NAMES if find_zip(n, root) is None]
     if missing and not download:
