@@ -16,7 +16,7 @@ It also checks that both samplers give identical shapes, pixels in [0, 1] with i
 the peer decodes a few (rotated) images exactly as metalib's cache holds them.
 
 Run (from the repository root):
-    METALIB_DATA=/work/shared/data METALIB_CACHE=.cache python benchmarks/sampler_speed.py
+    METALIB_DATA=../shared/data python benchmarks/sampler_speed.py   # or: make bench
     ... --quick              # smoke run: tiny repetitions
     ... --out results.md     # also write the table as markdown
 """

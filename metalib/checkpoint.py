@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_dir", "UnsafeCheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "atomic_save", "checkpoint_dir", "UnsafeCheckpointError"]
 
 
 class UnsafeCheckpointError(ValueError):
@@ -48,13 +48,18 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, torch.Tensor]
         **meta: plain values only: config (a dataclass is converted), history, the command
             that reproduces the checkpoint, its measured accuracy.
     """
+    blob = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "meta": _plain(meta)}
+    return atomic_save(blob, path)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "meta": _plain(meta)}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(blob, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

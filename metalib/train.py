@@ -61,7 +61,7 @@ class History:
         train: one dict per step: ``step``, ``loss``, ``time`` (seconds since start) and the
             method's metrics (e.g. ``acc``).
         val: one dict per validation: ``step``, ``time`` and the validation metrics.
-        stopped: "finished", "interrupted" or "diverged".
+        stopped: "finished", "interrupted", "diverged" or "error" (another exception).
     """
     train: list[dict] = field(default_factory=list)
     val: list[dict] = field(default_factory=list)
@@ -97,8 +97,9 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
 
     Args:
         model: holds every meta-parameter (an ``nn.Module``; a ParameterDict works too).
-        step_loss: maps a meta-batch `Task` to (scalar meta-loss, dict of float metrics).
-        sample: maps a batch size to a meta-batch `Task` (e.g. ``EpisodeSampler.sample``).
+        step_loss: maps a meta-batch to (scalar meta-loss, dict of float metrics).
+        sample: maps a batch size to a meta-batch: a `Task` (e.g. ``EpisodeSampler.sample``) or
+            anything ``step_loss`` accepts (the pre-training baseline passes (x, y) tuples).
         cfg: a `TrainConfig`.
         validate: returns validation metrics; called every ``cfg.eval_every`` steps and at the end.
         optimizer: defaults to ``Adam(model.parameters(), lr=cfg.lr)``.
@@ -146,9 +147,12 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
     except TrainingDiverged:
         history.stopped = "diverged"
         raise
+    except BaseException:
+        history.stopped = "error"
+        raise
     finally:
         bar.close()
-        if cfg.checkpoint and history.stopped != "diverged":
+        if cfg.checkpoint and history.stopped in ("finished", "interrupted"):
             save_checkpoint(cfg.checkpoint, model.state_dict(), config=cfg, history=history.to_dict())
     return history
 

@@ -45,3 +45,25 @@ def test_public_tests_pass_on_solutions(master: Path):
     results = grade_cells(cells, NOTEBOOKS / master.name)
     failing = [q for q, ok in results.items() if not ok]
     assert not failing, f"{master.name}: public tests of {failing} fail on the solution"
+
+
+def test_hidden_tests_reach_the_autograder_but_not_students(tmp_path):
+    """Hidden tests are in the autograder zip only; the student notebook carries public tests only."""
+    import zipfile
+
+    from metalib.assignments import student_notebook
+
+    for master in MASTERS:
+        text, zip_path = student_notebook(master, tmp_path)
+        source = nbformat.reads(text, as_version=4)
+        assert zip_path is not None and zip_path.is_file(), f"no autograder zip for {master.name}"
+        hidden = [c.source for c in nbformat.read(master, as_version=4).cells
+                  if c.cell_type == "code" and "hidden: true" in c.source]
+        assert hidden, f"{master.name} has no hidden tests"
+        names = [src.split("def ", 1)[1].split("(", 1)[0] for src in hidden]
+        with zipfile.ZipFile(zip_path) as zf:
+            graded = "".join(zf.read(n).decode() for n in zf.namelist() if n.startswith("tests/"))
+        public = str(source.metadata["otter"]["tests"])
+        for name in names:
+            assert name in graded, f"hidden test {name} of {master.name} is missing from the autograder"
+            assert name not in public, f"hidden test {name} of {master.name} leaked into the student notebook"

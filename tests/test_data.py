@@ -132,7 +132,7 @@ def test_cache_is_used_before_zips(omniglot, tmp_path, monkeypatch):
 def test_stale_cache_version_is_not_used(tmp_path, monkeypatch):
     """A cache written by another CACHE_VERSION is ignored (here: the zips are then required)."""
     monkeypatch.setenv("METALIB_CACHE", str(tmp_path / "cache"))
-    og._save_atomic({"version": og.CACHE_VERSION - 1}, og.cache_path())
+    og.atomic_save({"version": og.CACHE_VERSION - 1}, og.cache_path())
     with pytest.raises(OmniglotError, match="not found"):
         metalib.load_omniglot(root=tmp_path / "empty", download=False, progress=False)
 
@@ -141,7 +141,7 @@ def test_failed_cache_write_leaves_no_temp_file(tmp_path):
     target = tmp_path / "omniglot28_v1.pt"
     (target / "occupied").mkdir(parents=True)  # a non-empty folder where the file should go
     with pytest.raises(OSError):
-        og._save_atomic({"version": og.CACHE_VERSION}, target)
+        og.atomic_save({"version": og.CACHE_VERSION}, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["omniglot28_v1.pt"]
 
 

@@ -17,7 +17,6 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 import urllib.request
 import warnings
 import zipfile
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..checkpoint import atomic_save
 
 __all__ = [
     "Omniglot", "OmniglotError", "load_omniglot", "download_omniglot", "verify_zip",
@@ -282,18 +283,6 @@ def _build(paths: dict[str, Path], shas: dict[str, str]) -> dict:
     }
 
 
-def _save_atomic(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def load_omniglot(root: str | os.PathLike | None = None, *, download: bool = True,
                   progress: bool = True) -> Omniglot:
     """Load all 1623 characters, decoding the zips into the cache on first use.
@@ -325,7 +314,7 @@ def load_omniglot(root: str | os.PathLike | None = None, *, download: bool = Tru
             f"Run `python -m metalib download omniglot`, or set METALIB_DATA to a folder holding them.")
     paths, shas = _ensure_zips(root, progress=progress)
     blob = _build(paths, shas)
-    _save_atomic(blob, cache)
+    atomic_save(blob, cache)
     return _from_blob(blob)
 
 
