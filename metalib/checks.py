@@ -79,7 +79,13 @@ def assert_episode(task, images: torch.Tensor, n_way: int, k_shot: int, n_query:
     image is one of the class's images scaled to [0, 1], that each label maps to one class,
     that the N classes are distinct, and that no drawing is both in support and query.
     """
-    xs, ys, xq, yq = task
+    if task is None or task is Ellipsis:
+        raise AssertionError(f"the episode is {task!r}: the function returned nothing. Did you finish the "
+                             f"exercise (replace `...`) and `return` a Task?")
+    try:
+        xs, ys, xq, yq = task
+    except (TypeError, ValueError) as err:
+        raise AssertionError(f"expected Task(x_support, y_support, x_query, y_query), got {type(task).__name__}") from err
     h, w = images.shape[-2:]
     assert_shape(xs, (n_way * k_shot, 1, h, w), "x_support")
     assert_shape(xq, (n_way * n_query, 1, h, w), "x_query")

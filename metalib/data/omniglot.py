@@ -200,10 +200,16 @@ def _ensure_zips(root, *, progress: bool) -> tuple[dict[str, Path], dict[str, st
     paths, shas = {}, {}
     for name in ZIP_NAMES:
         path = find_zip(name, root)
-        if path is None:
+        fresh = path is None
+        if fresh:
             path = data_root(root) / "omniglot" / f"{name}.zip"
             _download(f"{URL_PREFIX}/{name}.zip", path, progress=progress)
-        shas[name] = verify_zip(path, name)
+        try:
+            shas[name] = verify_zip(path, name)
+        except OmniglotError:
+            if fresh:  # never keep a bad download (e.g. an HTML error page saved as .zip)
+                path.unlink(missing_ok=True)
+            raise
         paths[name] = path
     return paths, shas
 
