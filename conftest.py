@@ -4,8 +4,8 @@
   project) when that folder exists; otherwise tests needing Omniglot use what metalib finds.
 * ``METALIB_CACHE`` defaults to ``.cache/`` in the project, so the decoded tensor cache is
   built once and reused across runs (CI starts clean and builds it once, ~6 s).
-* ``METALIB_QUICK=1`` and a non-interactive matplotlib backend, inherited by notebook kernels
-  (nbval, assignment checks): every notebook runs in quick mode.
+* ``METALIB_QUICK=1``, inherited by notebook kernels (nbval, assignment checks): every notebook
+  runs in quick mode. Kernels keep Jupyter's inline matplotlib backend, so every plot is rendered.
 """
 from __future__ import annotations
 
@@ -18,4 +18,3 @@ if "METALIB_DATA" not in os.environ and (_shared / "omniglot").is_dir():
     os.environ["METALIB_DATA"] = str(_shared)
 os.environ.setdefault("METALIB_CACHE", str(PROJECT / ".cache"))
 os.environ.setdefault("METALIB_QUICK", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")

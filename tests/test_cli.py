@@ -1,0 +1,34 @@
+"""The command line: python -m metalib {info, download omniglot, assign --check}."""
+from __future__ import annotations
+
+import socket
+
+from metalib.__main__ import main
+from metalib.data import omniglot as og
+
+
+def test_info_reports_device_and_data(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "device:" in out and "images_background.zip" in out and "torch" in out
+
+
+def test_download_omniglot_with_data_present(capsys):
+    assert main(["download", "omniglot"]) == 0
+    assert "Omniglot ready: 1623 characters x 20 drawings, 50 alphabets" in capsys.readouterr().out
+
+
+def test_download_failure_is_a_message_and_exit_code(tmp_path, monkeypatch, capsys):
+    with socket.socket() as s:  # a localhost port with nothing listening: the download fails at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(og, "URL_PREFIX", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("METALIB_CACHE", str(tmp_path / "cache"))
+    assert main(["download", "omniglot", "--root", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert "could not download" in err and "METALIB_DATA" in err
+
+
+def test_assign_check_passes_on_current_notebooks(capsys):
+    assert main(["assign", "--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
