@@ -44,14 +44,14 @@ def show_task(task: Task, index: int = 0, *, max_query: int = 3, predictions: to
             ax = axes[r, c]
             ax.set_xticks([]), ax.set_yticks([])
             if r < k_shot:
-                ax.imshow(sup[r, 0].cpu(), cmap="gray_r", vmin=0, vmax=1)
+                ax.imshow(sup[r, 0].cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
                 if r == 0:
                     ax.set_title(f"class {c}", fontsize=8)
                 for s in ax.spines.values():
                     s.set_color("tab:blue"), s.set_linewidth(2)
             else:
                 j = int(qry_idx[r - k_shot])
-                ax.imshow(t.x_query[j, 0].cpu(), cmap="gray_r", vmin=0, vmax=1)
+                ax.imshow(t.x_query[j, 0].cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
                 if predictions is not None:
                     ok = int(predictions[index, j]) == c
                     for s in ax.spines.values():
