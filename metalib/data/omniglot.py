@@ -234,9 +234,10 @@ def _download(url: str, dest: Path, *, progress: bool) -> None:
     os.replace(part, dest)
 
 
-def _decode_zip(path: Path, name: str) -> tuple[list[str], list[int], list[list[int]], np.ndarray]:
+def _decode_zip(path: Path, name: str, progress: bool) -> tuple[list[str], list[int], list[list[int]], np.ndarray]:
     """Decode one zip to (character names, file ids, drawers, uint8 images (C, 20, 28, 28))."""
     from PIL import Image
+    from tqdm.auto import tqdm
 
     by_char: dict[str, list[tuple[int, int, str]]] = {}
     with _open_zip(path) as zf:
@@ -248,7 +249,7 @@ def _decode_zip(path: Path, name: str) -> tuple[list[str], list[int], list[list[
         chars = sorted(by_char)
         out = np.empty((len(chars), DRAWERS, SIZE, SIZE), dtype=np.uint8)
         ids, drawers = [], []
-        for c, key in enumerate(chars):
+        for c, key in enumerate(tqdm(chars, desc=f"decoding {name}", unit="char", disable=not progress)):
             drawings = sorted(by_char[key])
             if len(drawings) != DRAWERS:
                 raise OmniglotError(f"{path}: {key} has {len(drawings)} drawings, expected {DRAWERS}")
@@ -264,11 +265,11 @@ def _decode_zip(path: Path, name: str) -> tuple[list[str], list[int], list[list[
     return chars, ids, drawers, out
 
 
-def _build(paths: dict[str, Path], shas: dict[str, str]) -> dict:
+def _build(paths: dict[str, Path], shas: dict[str, str], progress: bool) -> dict:
     names, ids, drawers, arrays, alphabets, background = [], [], [], [], [], []
     alphabet_names: list[str] = []
     for name in ZIP_NAMES:
-        chars, file_ids, char_drawers, images = _decode_zip(paths[name], name)
+        chars, file_ids, char_drawers, images = _decode_zip(paths[name], name, progress)
         if len(chars) != EXPECTED_CHARS[name]:
             raise OmniglotError(f"{paths[name]} has {len(chars)} characters, expected {EXPECTED_CHARS[name]}")
         for key in chars:
@@ -296,7 +297,7 @@ def load_omniglot(root: str | os.PathLike | None = None, *, download: bool = Tru
     Args:
         root: folder holding (or to receive) the zips; default `data_root()`.
         download: fetch missing zips from GitHub. If False, a missing zip is an error.
-        progress: show download progress bars.
+        progress: show download and decoding progress bars.
 
     Returns:
         An `Omniglot` with CPU tensors (move ``images`` to the device once, see `metalib.tasks`).
@@ -319,7 +320,7 @@ def load_omniglot(root: str | os.PathLike | None = None, *, download: bool = Tru
             f"Omniglot zips {missing} not found in {data_root(root)} or {data_root(root) / 'omniglot'}. "
             f"Run `python -m metalib download omniglot`, or set METALIB_DATA to a folder holding them.")
     paths, shas = _ensure_zips(root, progress=progress)
-    blob = _build(paths, shas)
+    blob = _build(paths, shas, progress)
     atomic_save(blob, cache)
     return _from_blob(blob)
 
