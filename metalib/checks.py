@@ -109,7 +109,7 @@ def assert_episode(task, images: torch.Tensor, n_way: int, k_shot: int, n_query:
         if (dist > 1e-3).any():
             raise AssertionError(f"{nm}[{int(torch.argmax(dist))}] is not one of the split's images scaled to [0, 1] "
                                  f"(divide the uint8 images by 255)")
-        copies = (d[torch.arange(len(x)), :] <= 1e-3).sum(1)  # identical images in the split (Omniglot has a few)
+        copies = (d <= 1e-3).sum(1)  # identical images in the split (Omniglot has a few)
         return j, copies
     (js, cs), (jq, cq) = locate(xs, "x_support"), locate(xq, "x_query")
     cls_of_label = {}
@@ -121,9 +121,10 @@ def assert_episode(task, images: torch.Tensor, n_way: int, k_shot: int, n_query:
         raise AssertionError(f"the {n_way} labels should come from {n_way} distinct classes")
     copies = dict(zip(torch.cat([js, jq]).tolist(), torch.cat([cs, cq]).tolist()))
     uses = torch.bincount(torch.cat([js, jq]), minlength=len(flat))
+    in_both = set(js.tolist()) & set(jq.tolist())
     for j in torch.nonzero(uses).flatten().tolist():
         if uses[j] > copies[j]:
-            if j in set(js.tolist()) and j in set(jq.tolist()):
+            if j in in_both:
                 raise AssertionError("a drawing appears in both the support and the query set: "
                                      "D^tr and D^ts must be disjoint")
             raise AssertionError("a drawing appears twice in one set: sample drawings without replacement")

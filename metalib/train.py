@@ -84,7 +84,11 @@ class TrainingDiverged(FloatingPointError):
         self.history = history
 
 
-def _floats(metrics: Mapping[str, float | torch.Tensor]) -> dict:
+def _floats(metrics: Mapping[str, float | torch.Tensor], reserved: set[str], source: str) -> dict:
+    """Metrics as plain floats; refuse names that History fills itself."""
+    clash = reserved & set(metrics)
+    if clash:
+        raise ValueError(f"{source} returned metrics named {sorted(clash)}, which History reserves; rename them")
     return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in metrics.items()}
 
 
@@ -123,6 +127,7 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
     try:
         for step in bar:
             loss, metrics = step_loss(sample(cfg.meta_batch))
+            metrics = _floats(metrics, RESERVED, "step_loss")
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrainingDiverged(_diverged_message(step, value, cfg, history), history)
@@ -131,10 +136,6 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            metrics = _floats(metrics)
-            clash = RESERVED & set(metrics)
-            if clash:
-                raise ValueError(f"step_loss returned metrics named {sorted(clash)}, which History reserves; rename them")
             history.train.append({"step": step, "loss": value, "time": time.perf_counter() - start, **metrics})
             if validate is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
                 _validate(model, validate, history, step, start)
@@ -160,9 +161,7 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
 def _validate(model: nn.Module, validate, history: History, step: int, start: float) -> None:
     model.eval()
     try:
-        metrics = _floats(validate())
-        if {"step", "time"} & set(metrics):
-            raise ValueError("validate() returned a metric named 'step' or 'time', which History reserves; rename it")
+        metrics = _floats(validate(), RESERVED - {"loss"}, "validate()")
     finally:
         model.train()
     history.val.append({"step": step, "time": time.perf_counter() - start, **metrics})
