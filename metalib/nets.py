@@ -57,14 +57,19 @@ class Conv4(nn.Module):
 
 
 class MLP(nn.Module):
-    """Fully connected ReLU network, e.g. ``MLP(1, [40, 40], 1)`` for sinusoid regression (MAML)."""
+    """Fully connected network, e.g. ``MLP(1, [40, 40], 1)`` for sinusoid regression (MAML).
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int):
+    ``activation`` defaults to ReLU (the MAML paper); notebook 06 uses ``nn.Tanh`` so that the
+    loss is smooth and finite differences of the MAML gradient never straddle a kink.
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int,
+                 activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         dims = [in_dim, *hidden]
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU()]
+            layers += [nn.Linear(a, b), activation()]
         layers.append(nn.Linear(dims[-1], out_dim))
         self.net = nn.Sequential(*layers)
 
