@@ -1,10 +1,12 @@
-"""Command line: ``python -m metalib {info,download,assign}``.
+"""Command line: ``python -m metalib {info,download,assign,grade}``.
 
 * ``info``: versions, the device metalib will use, quick mode, where the data is and whether
   Omniglot is found and decoded.
 * ``download omniglot``: fetch (if missing), verify and decode Omniglot into the cache.
 * ``assign``: regenerate the student notebooks from solutions/ (``--check`` only reports stale
   ones; ``--autograder DIR`` also writes the autograder zips there).
+* ``grade FOLDER --assignment NAME``: grade every submitted notebook in FOLDER without Docker;
+  writes ``grades.csv`` and ``report.md`` into ``--out`` (default ``grades-NAME/``).
 """
 from __future__ import annotations
 
@@ -67,6 +69,34 @@ def _assign(args) -> int:
     return 0
 
 
+def _grade(args) -> int:
+    from pathlib import Path
+
+    from .assignments import masters
+    from .grading import Assignment, grade_folder
+
+    try:
+        (master,) = masters([args.assignment]) if args.assignment else (None,)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if master is None:
+        print("error: name the assignment, e.g. --assignment 06 (see solutions/)", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"grades-{master.stem}")
+    try:
+        results = grade_folder(args.folder, Assignment.from_master(master), out=out, timeout=args.timeout,
+                               submission_timeout=args.submission_timeout, jobs=args.jobs)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for r in results:
+        flag = f"  FLAGGED: {r.flags}" if r.flags else ""
+        print(f"{r.student:30s} {r.total:6.2f}  {r.status}{flag}")
+    print(f"wrote {out / 'grades.csv'} and {out / 'report.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m metalib", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--autograder", metavar="DIR", default=None, help="also write autograder zips into DIR")
     p.add_argument("--check", action="store_true", help="only report stale notebooks (exit 1 if any)")
     p.set_defaults(func=_assign)
+    p = sub.add_parser("grade", help="grade a folder of submitted notebooks (no Docker)")
+    p.add_argument("folder", help="folder of submissions: every file is one student's notebook")
+    p.add_argument("--assignment", "-a", required=True, help="master notebook name or prefix, e.g. 06")
+    p.add_argument("--out", default=None, help="where grades.csv and report.md go (default grades-NAME/)")
+    p.add_argument("--timeout", type=int, default=120, help="seconds per cell and per question's tests")
+    p.add_argument("--submission-timeout", type=int, default=1800, help="seconds per submission, all included")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel")
+    p.set_defaults(func=_grade)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -51,10 +51,51 @@ def _normalise(path: Path) -> str:
     return nbformat.writes(nb) + "\n"
 
 
+HIDDEN_NOTICE = ("Public tests passed. This is not your grade yet; hidden tests with other seeds, "
+                 "shapes and sizes run when your work is graded.")
+
+
+def with_hidden_notice(master: Path, workdir: Path) -> Path:
+    """A copy of ``master`` in which the last public test of every question that has hidden tests
+    carries Otter's ``success_message`` = `HIDDEN_NOTICE`, so ``grader.check`` never lets a student
+    read "passed" without being told that more tests run when graded (Otter-Grader issue #138)."""
+    import nbformat
+
+    nb = nbformat.read(master, as_version=4)
+    in_tests, public, hidden = False, [], False
+    for cell in nb.cells:
+        head = cell.source.strip().split("\n", 1)[0].strip().upper() if cell.cell_type == "raw" else ""
+        if head == "# BEGIN TESTS":
+            in_tests, public, hidden = True, [], False
+        elif head == "# END TESTS":
+            if hidden and public:
+                public[-1].source = _add_success_message(public[-1].source)
+            in_tests = False
+        elif in_tests and cell.cell_type == "code":
+            if "hidden: true" in cell.source.split("# END TEST CONFIG")[0] and "BEGIN TEST CONFIG" in cell.source:
+                hidden = True
+            else:
+                public.append(cell)
+    workdir.mkdir(parents=True, exist_ok=True)
+    copy = workdir / master.name
+    nbformat.write(nb, copy)
+    return copy
+
+
+def _add_success_message(source: str) -> str:
+    line = f"success_message: '{HIDDEN_NOTICE}'"
+    if "# BEGIN TEST CONFIG" in source:
+        head, rest = source.split("\n", 1)
+        return f"{head}\n{line}\n{rest}"
+    return f'""" # BEGIN TEST CONFIG\n{line}\n""" # END TEST CONFIG\n{source}'
+
+
 def _run_otter(master: Path, out: Path) -> Path:
-    """Run ``otter assign`` quietly (no PDFs, no test run: nbval runs the masters) into ``out``."""
+    """Run ``otter assign`` quietly (no PDFs, no test run: nbval runs the masters) into ``out``,
+    on a copy of the master that carries the hidden-tests notice (`with_hidden_notice`)."""
     from otter.assign import main as otter_assign
 
+    master = with_hidden_notice(master, out.parent / f"{master.stem}-master")
     buf = io.StringIO()
     logging.getLogger("otter").setLevel(logging.WARNING)
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
