@@ -38,6 +38,11 @@ autograder: setup
 bench: setup data
 	$(BIN)/python benchmarks/sampler_speed.py
 	$(BIN)/python benchmarks/baselines.py
+	$(BIN)/python benchmarks/blackbox.py
+	$(BIN)/python benchmarks/maml_gradient.py
+	$(BIN)/python benchmarks/rl2_bandits.py
+	$(BIN)/python benchmarks/rl2_gridnavi.py
+	$(BIN)/python benchmarks/demo_mode.py
 
 info: setup
 	$(BIN)/python -m metalib info
