@@ -30,9 +30,9 @@ from metalib.assignments import masters  # noqa: E402
 MAIN_PLOT = {
     "00_welcome": "widgets.interact(show_softmax",
     "01_supervised_meta_learning": "viz.plot_accuracies(results",
-    "02_black_box": "plot_accuracy_curves",
+    "02_black_box": "class EvalConfig:",
     "06_maml_gradient": "p1.first_order_errors(",
-    "07_meta_rl_rl2": "plot_reset_rules",
+    "07_meta_rl_rl2": "class GridEval:",
 }
 TARGET_S = 30.0
 
