@@ -137,3 +137,17 @@ def test_autograder_zip_full_marks_for_solutions_zero_for_blank(tmp_path):
 @pytest.mark.parametrize("master", masters(), ids=[m.stem for m in masters()])
 def test_autograder_zip_every_notebook(master, tmp_path):
     _autograder_check(master.stem, tmp_path)
+
+
+def test_every_single_test_fails_on_the_blank_notebooks(tmp_path):
+    """Stronger than the per-question check of test_assignments: each test case, public or hidden,
+    fails on the blank student notebook (a test that passes on a stub checks nothing)."""
+    passing = []
+    for master in masters():
+        folder = tmp_path / master.stem
+        folder.mkdir()
+        shutil.copy(NOTEBOOKS / master.name, folder / master.name)
+        (result,) = grade_folder(folder, master, timeout=120, progress=False)
+        assert result.status == "graded", (master.name, result.status)
+        passing += [f"{master.stem} {q} {t[0]}" for q, tests in result.tests.items() for t in tests if t[2]]
+    assert not passing, f"these tests pass on the blank student notebook: {passing}"
