@@ -20,6 +20,7 @@ import torch
 import metalib
 from metalib import baselines as bl
 from metalib.checkpoint import checkpoint_dir
+from _report import emit  # benchmarks/_report.py (scripts run from this folder)
 
 
 def main() -> int:
@@ -66,10 +67,7 @@ def main() -> int:
              "| setting | method | accuracy (95% CI) | episodes | wall time (s) |", "|---|---|---|---|---|"]
     lines += [f"| {s} | {m} | {100 * a.mean:.1f} ± {100 * a.ci95:.1f}% | {a.episodes} | {t:.0f} |" for s, m, a, t in rows]
     table = "\n".join(lines)
-    print("\n" + table)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(table + "\n")
+    emit(table, args.out)
     return 0
 
 

@@ -26,6 +26,7 @@ import metalib
 from metalib.blackbox_train import (EXPERIMENTS, BlackBoxConfig, checkpoint_name, load_blackbox, prototype_predict,
                                     save_blackbox, train_blackbox)
 from metalib.checkpoint import checkpoint_dir
+from _report import emit  # benchmarks/_report.py (scripts run from this folder)
 
 TARGETS = {"lstm_2w1s": "> 90%", "lstm_2w2s": "> 90%", "lstm_3w1s": "≈ 80%", "lstm_4w1s": "> 60%",
            "attention_5w1s": "≥ 90%"}
@@ -109,10 +110,7 @@ def main() -> int:
         lines += [f"| {n} | {k} | {100 * a.mean:.1f} ± {100 * a.ci95:.1f}% | {100 * p.mean:.1f} ± {100 * p.ci95:.1f}% |"
                   for n, k, a, p in shots]
     table = "\n".join(lines)
-    print("\n" + table)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(table + "\n")
+    emit(table, args.out)
     return 0
 
 

@@ -29,6 +29,7 @@ from metalib.rl import baselines as bl
 from metalib.rl.envs import BernoulliBandit
 from metalib.rl.policy_io import load_policy, save_policy
 from metalib.rl.rl2 import RL2Config, evaluate_rl2, train_rl2
+from _report import emit  # benchmarks/_report.py (scripts run from this folder)
 
 SETTINGS = {
     "k5n10": (BernoulliBandit(5, 10), RL2Config(hidden=64, gae_lambda=0.9, train=TrainConfig(
@@ -141,10 +142,7 @@ def main() -> int:
             f"(other jobs share the CPU when it is above ~0.5). {args.tasks:,} fresh bandits per setting, the same "
             f"bandits for every method; s.e. = standard error of the mean.")
     text = head + "\n\n" + table(rows)
-    print("\n" + text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    emit(text, args.out)
     return 0
 
 

@@ -24,6 +24,7 @@ from metalib.rl.envs import GridNavi
 from metalib.rl.policy_io import load_policy, save_policy
 from metalib.rl.rl2 import RL2Config, evaluate_rl2, train_rl2
 from metalib.rl.searcher import expected_returns
+from _report import emit  # benchmarks/_report.py (scripts run from this folder)
 
 CHECKPOINT = "rl2_gridnavi.pt"
 CONFIG = RL2Config(hidden=64, gamma=0.99, gae_lambda=0.95, entropy_start=0.05, entropy_end=0.005,
@@ -67,10 +68,7 @@ def main() -> int:
             f"({meta['train_seconds']:.0f} s wall, {meta['train_cpu_seconds']:.0f} s CPU, load average at start "
             f"{meta['load_avg_at_start']:.1f}). {args.tasks:,} pairs of fresh tasks per rule; mean ± s.e. of each episode's return.")
     text = head + "\n\n" + "\n".join(lines)
-    print("\n" + text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    emit(text, args.out)
     return 0
 
 
