@@ -76,13 +76,15 @@ def _grade(args) -> int:
     from .grading import Assignment, grade_folder
 
     try:
-        (master,) = masters([args.assignment]) if args.assignment else (None,)
+        found = masters([args.assignment])
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if master is None:
-        print("error: name the assignment, e.g. --assignment 06 (see solutions/)", file=sys.stderr)
+    if len(found) > 1:
+        print(f"error: --assignment {args.assignment!r} matches {[m.stem for m in found]}; give a longer prefix",
+              file=sys.stderr)
         return 2
+    master = found[0]
     out = Path(args.out or f"grades-{master.stem}")
     try:
         results = grade_folder(args.folder, Assignment.from_master(master), out=out, timeout=args.timeout,

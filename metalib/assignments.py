@@ -61,6 +61,8 @@ def with_hidden_notice(master: Path, workdir: Path) -> Path:
     read "passed" without being told that more tests run when graded (Otter-Grader issue #138)."""
     import nbformat
 
+    from .grading.assignment import test_config
+
     nb = nbformat.read(master, as_version=4)
     in_tests, public, hidden = False, [], False
     for cell in nb.cells:
@@ -72,7 +74,7 @@ def with_hidden_notice(master: Path, workdir: Path) -> Path:
                 public[-1].source = _add_success_message(public[-1].source)
             in_tests = False
         elif in_tests and cell.cell_type == "code":
-            if "hidden: true" in cell.source.split("# END TEST CONFIG")[0] and "BEGIN TEST CONFIG" in cell.source:
+            if test_config(cell.source)[0].get("hidden", False):
                 hidden = True
             else:
                 public.append(cell)

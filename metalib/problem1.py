@@ -95,8 +95,9 @@ def regression_problem(*, seed: int = 0, hidden: Sequence[int] = (10, 10), k_sup
     """A tanh MLP on one sinusoid task (MSE), float64. With ``per_step_batches`` inner step i
     uses its own K support points (up to ``max_steps`` steps)."""
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = MLP(1, list(hidden), 1, activation=nn.Tanh).double()
+    with torch.random.fork_rng():  # nn.Linear draws its initial weights from the global RNG
+        torch.manual_seed(seed)
+        net = MLP(1, list(hidden), 1, activation=nn.Tanh).double()
     fmodel, params = maml.functional(net)
     batches = max_steps if per_step_batches else 1
     task = SinusoidTasks().sample_with_params(1, k_support * batches, k_query, generator=gen,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["TestCode", "Question", "Assignment", "defined_functions"]
+__all__ = ["TestCode", "Question", "Assignment", "defined_functions", "test_config"]
 
 CONFIG_RE = re.compile(r'^\s*"""\s*# BEGIN TEST CONFIG\n(.*?)"""\s*# END TEST CONFIG\n?', re.S)
 
@@ -84,10 +84,16 @@ class Assignment:
         return cls(master.stem, master, tuple(questions))
 
 
-def _test_code(source: str, index: int) -> TestCode:
+def test_config(source: str) -> tuple[dict, str]:
+    """(the ``# BEGIN TEST CONFIG`` block as a dict, the test code after it) of a test cell."""
     match = CONFIG_RE.match(source)
-    cfg = (yaml.safe_load(match.group(1)) or {}) if match else {}
-    body = source[match.end():] if match else source
+    if not match:
+        return {}, source
+    return (yaml.safe_load(match.group(1)) or {}), source[match.end():]
+
+
+def _test_code(source: str, index: int) -> TestCode:
+    cfg, body = test_config(source)
     name = re.search(r"^def (\w+)", body, re.M)
     return TestCode(name.group(1) if name else f"test_{index}", body, bool(cfg.get("hidden", False)))
 

@@ -42,7 +42,9 @@ class StudentResult:
 def _stub_cells(assignment: Assignment) -> list[str]:
     import nbformat
 
-    student = assignment.master.parents[1] / "notebooks" / assignment.master.name
+    from ..assignments import NOTEBOOKS
+
+    student = NOTEBOOKS / assignment.master.name
     if not student.is_file():
         return []
     return [c.source for c in nbformat.read(student, as_version=4).cells if c.cell_type == "code"]

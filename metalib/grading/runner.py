@@ -126,7 +126,7 @@ def execute_submission(path: str | Path, assignment: Assignment, *, timeout: int
             env_status = f"kernel died ({str(err)[:200]})"
         except Exception as err:  # nbclient itself failed: report, never crash the folder run
             env_status = f"execution failed ({type(err).__name__}: {str(err)[:200]})"
-        errors = [_cell_error(i, c) for i, c in enumerate(run.cells[1:len(cells) + 1], 1) if _cell_error(i, c)]
+        errors = [e for e in (_cell_error(i, c) for i, c in enumerate(run.cells[1:len(cells) + 1], 1)) if e]
         questions = {}
         for q in assignment.auto_questions:
             file = Path(tmp) / f"{q.name}.json"
