@@ -1,8 +1,12 @@
-"""Command line: ``python -m metalib {info,download,assign,grade}``.
+"""Command line: ``python -m metalib {info,download,train,evaluate,assign,grade}``.
 
 * ``info``: versions, the device metalib will use, quick mode, where the data is and whether
   Omniglot is found and decoded.
 * ``download omniglot``: fetch (if missing), verify and decode Omniglot into the cache.
+* ``train protonet|matching --ways N --shots K ...``: episodic training on Omniglot (notebooks 03, 04);
+  saves a checkpoint that ``evaluate`` and `metalib.metric_train.load_metric` read.
+* ``evaluate CHECKPOINT --ways N --shots K --episodes 600``: test accuracy ± 95% CI (``--split lake
+  --within-alphabet``: Lake et al.'s protocol).
 * ``assign``: regenerate the student notebooks from solutions/ (``--check`` only reports stale
   ones; ``--autograder DIR`` also writes the autograder zips there).
 * ``grade FOLDER --assignment NAME``: grade every submitted notebook in FOLDER without Docker;
@@ -49,6 +53,52 @@ def _download(args) -> int:
         return 1
     print(f"Omniglot ready: {data.n_chars} characters x {data.images.shape[1]} drawings, "
           f"{len(data.alphabet_names)} alphabets")
+    return 0
+
+
+def _train(args) -> int:
+    import dataclasses
+
+    from .config import maybe_quick
+    from .device import get_device
+    from .metric_train import MetricConfig, train_metric
+    from .train import TrainConfig
+
+    similarity = args.similarity or ("euclidean" if args.method == "protonet" else "cosine")
+    try:
+        cfg = MetricConfig(args.method, args.ways, args.shots, args.queries, similarity=similarity,
+                           fce=args.fce, split=args.split, hidden=args.hidden,
+                           train=TrainConfig(steps=args.steps, meta_batch=args.meta_batch, lr=args.lr,
+                                             eval_every=args.eval_every, seed=args.seed))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cfg = maybe_quick(cfg)
+    out = args.out or f"{args.method}_{args.split}_{args.ways}w{args.shots}s.pt"
+    command = "python -m metalib " + " ".join(args.argv)
+    model, history = train_metric(cfg, device=get_device(args.device), checkpoint=out, command=command)
+    val = history.val[-1]["acc"] if history.val else float("nan")
+    print(f"{len(history.train)} steps ({history.stopped}) in {history.train[-1]['time'] if history.train else 0:.0f} s;"
+          f" validation {cfg.val_ways}-way 1-shot accuracy {100 * val:.1f}%; saved {out}")
+    print(f"evaluate it: python -m metalib evaluate {out} --ways 5 --shots 1 --episodes 600")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .device import get_device
+    from .metric_train import evaluate_model, load_metric, test_sampler
+
+    try:
+        model, meta = load_metric(args.checkpoint, device=get_device(args.device))
+        sampler = test_sampler(args.ways, args.shots, split=args.split, within_alphabet=args.within_alphabet,
+                               device=get_device(args.device))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    acc = evaluate_model(model, sampler, episodes=args.episodes, seed=args.seed)
+    protocol = f"{args.split}{' within-alphabet' if args.within_alphabet else ''}"
+    print(f"{args.checkpoint}: {args.ways}-way {args.shots}-shot ({protocol} test, {sampler.n_query} queries/class): "
+          f"accuracy {100 * acc.mean:.2f} ± {100 * acc.ci95:.2f}% (95% CI, {acc.episodes} episodes)")
     return 0
 
 
@@ -107,6 +157,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dataset", choices=["omniglot"])
     p.add_argument("--root", default=None, help="data folder (default: METALIB_DATA or the project's data/)")
     p.set_defaults(func=_download)
+    p = sub.add_parser("train", help="train a ProtoNet or Matching Net on Omniglot episodes")
+    p.add_argument("method", choices=["protonet", "matching"])
+    p.add_argument("--ways", type=int, default=20, help="classes per training episode (N)")
+    p.add_argument("--shots", type=int, default=1, help="support examples per class (K)")
+    p.add_argument("--queries", type=int, default=5, help="query examples per class (Q)")
+    p.add_argument("--similarity", default=None,
+                   help="protonet: euclidean (default) | dot; matching: cosine (default) | dot")
+    p.add_argument("--fce", action="store_true", help="Matching Nets' full-context embeddings")
+    p.add_argument("--split", choices=["vinyals", "lake"], default="vinyals")
+    p.add_argument("--hidden", type=int, default=64, help="Conv-4 filters per block")
+    p.add_argument("--steps", type=int, default=12000)
+    p.add_argument("--meta-batch", type=int, default=1, help="episodes per Adam step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay to 0)")
+    p.add_argument("--eval-every", type=int, default=1000, help="validate every this many steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: METALIB_DEVICE or the best available)")
+    p.add_argument("--out", default=None, help="checkpoint path (default METHOD_SPLIT_NwKs.pt)")
+    p.set_defaults(func=_train)
+    p = sub.add_parser("evaluate", help="test accuracy ± 95%% CI of a ProtoNet / Matching Net checkpoint")
+    p.add_argument("checkpoint", help="a file from `train` (bare names are also looked up in data/checkpoints/)")
+    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--episodes", type=int, default=600)
+    p.add_argument("--split", choices=["vinyals", "lake"], default="vinyals")
+    p.add_argument("--within-alphabet", action="store_true", help="Lake et al.: all N classes from one alphabet")
+    p.add_argument("--seed", type=int, default=1234, help="seeds the test episodes")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_evaluate)
     p = sub.add_parser("assign", help="regenerate student notebooks from solutions/")
     p.add_argument("names", nargs="*", help="notebook prefixes, e.g. 00 01 (default: all)")
     p.add_argument("--autograder", metavar="DIR", default=None, help="also write autograder zips into DIR")
@@ -121,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel")
     p.set_defaults(func=_grade)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return args.func(args)
 
 

@@ -59,6 +59,9 @@ class EpisodeSampler:
         n_query: query examples per class (Q).
         seed: seeds the sampler's own ``torch.Generator`` (created on the split's device).
         dtype: dtype of the returned images, scaled to [0, 1].
+        groups: optional (C,) int group id of every class (e.g. its alphabet). Then all N classes of
+            a task come from one group, drawn uniformly among the groups with >= N classes: Lake et
+            al.'s within-alphabet protocol (notebook 04).
 
     Raises:
         ValueError: N larger than the split's classes, K + Q larger than the drawings per
@@ -70,7 +73,7 @@ class EpisodeSampler:
     """
 
     def __init__(self, split: "ClassSplit", n_way: int, k_shot: int, n_query: int, *,
-                 seed: int = 0, dtype: torch.dtype = torch.float32):
+                 seed: int = 0, dtype: torch.dtype = torch.float32, groups: torch.Tensor | None = None):
         n_classes, per_class = split.images.shape[:2]
         for name, value in (("n_way", n_way), ("k_shot", k_shot), ("n_query", n_query)):
             if int(value) != value or value < 1:
@@ -83,6 +86,15 @@ class EpisodeSampler:
                              f"has {per_class} examples; reduce k_shot or n_query")
         self.split, self.n_way, self.k_shot, self.n_query = split, n_way, k_shot, n_query
         self.dtype = dtype
+        self.groups = self._eligible = None
+        if groups is not None:
+            groups = torch.as_tensor(groups, device=split.images.device)
+            if groups.shape != (n_classes,):
+                raise ValueError(f"groups must have one id per class, shape ({n_classes},), got {tuple(groups.shape)}")
+            ids, counts = torch.unique(groups, return_counts=True)
+            if not bool((counts >= n_way).any()):
+                raise ValueError(f"no group has n_way={n_way} classes (largest: {int(counts.max())}); reduce n_way")
+            self.groups, self._eligible = groups, ids[counts >= n_way]
         self.generator = torch.Generator(device=split.images.device)
         self.generator.manual_seed(int(seed))
 
@@ -97,7 +109,11 @@ class EpisodeSampler:
         B, N, K, Q = batch_size, self.n_way, self.k_shot, self.n_query
         n_classes, per_class = images.shape[:2]
         # N distinct classes per task: the top-N of i.i.d. uniforms is a uniform random subset
-        classes = torch.rand(B, n_classes, generator=gen, device=dev).topk(N, dim=1).indices  # (B, N)
+        scores = torch.rand(B, n_classes, generator=gen, device=dev)  # (B, C)
+        if self.groups is not None:  # lift the classes of one random eligible group above all others
+            pick = torch.randint(len(self._eligible), (B,), generator=gen, device=dev)
+            scores = scores + (self.groups[None] == self._eligible[pick][:, None])  # in-group: [1, 2)
+        classes = scores.topk(N, dim=1).indices  # (B, N)
         draws = torch.rand(B, N, per_class, generator=gen, device=dev).argsort(dim=2)[..., :K + Q]  # (B, N, K+Q)
         x = images[classes[..., None], draws]  # (B, N, K+Q, H, W) uint8
         x = x.to(self.dtype).div_(255).unsqueeze(3)  # (B, N, K+Q, 1, H, W)

@@ -95,7 +95,8 @@ def _floats(metrics: Mapping[str, float | torch.Tensor], reserved: set[str], sou
 def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor, Mapping]],
                sample: Callable[[int], Task], cfg: TrainConfig, *,
                validate: Callable[[], Mapping[str, float]] | None = None,
-               optimizer: torch.optim.Optimizer | None = None, progress: bool = True,
+               optimizer: torch.optim.Optimizer | None = None,
+               scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, progress: bool = True,
                desc: str = "meta-train") -> History:
     """Run the outer loop: ``cfg.steps`` Adam steps on ``step_loss`` of sampled meta-batches.
 
@@ -107,6 +108,7 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
         cfg: a `TrainConfig`.
         validate: returns validation metrics; called every ``cfg.eval_every`` steps and at the end.
         optimizer: defaults to ``Adam(model.parameters(), lr=cfg.lr)``.
+        scheduler: a learning-rate schedule on ``optimizer``, stepped after every update.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -136,6 +138,8 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             history.train.append({"step": step, "loss": value, "time": time.perf_counter() - start, **metrics})
             if validate is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
                 _validate(model, validate, history, step, start)

@@ -32,3 +32,31 @@ def test_download_failure_is_a_message_and_exit_code(tmp_path, monkeypatch, caps
 def test_assign_check_passes_on_current_notebooks(capsys):
     assert main(["assign", "--check"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_train_then_evaluate_a_protonet(tmp_path, capsys):
+    """`python -m metalib train` (quick mode: a few steps) writes a checkpoint `evaluate` reads."""
+    from metalib.__main__ import main
+    from metalib.metric_train import load_metric
+
+    out = tmp_path / "p.pt"
+    assert main(["train", "protonet", "--ways", "5", "--shots", "1", "--hidden", "8", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    assert "saved" in capsys.readouterr().out
+    _, meta = load_metric(out)
+    assert meta["command"].startswith("python -m metalib train protonet --ways 5")
+    assert main(["evaluate", str(out), "--ways", "5", "--shots", "1", "--episodes", "10", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "5-way 1-shot" in printed and "(95% CI, 10 episodes)" in printed
+    assert main(["evaluate", str(out), "--ways", "20", "--shots", "1", "--episodes", "4", "--split", "lake",
+                 "--within-alphabet", "--device", "cpu"]) == 0
+    assert "lake within-alphabet test, 1 queries/class" in capsys.readouterr().out
+
+
+def test_train_and_evaluate_refuse_bad_input(tmp_path, capsys):
+    from metalib.__main__ import main
+
+    assert main(["train", "matching", "--similarity", "euclidean", "--out", str(tmp_path / "m.pt")]) == 2
+    assert "matching supports similarity" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "missing.pt")]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -1,0 +1,111 @@
+"""Matching Networks and Prototypical Networks on Omniglot (notebooks 03 and 04).
+
+Trains (``--retrain NAME ...``) or loads the shipped checkpoints ``data/checkpoints/<NAME>.pt``
+(experiments in `metalib.metric_train.EXPERIMENTS`), then measures 5/20-way 1/5-shot accuracy on
+the Vinyals test split (423 characters x 4 rotations, 15 queries per class, mean ± 95% CI over
+``--episodes`` episodes) next to the papers, and the Lake et al. within-alphabet 20-way 1-shot error
+of the model trained on the 30 background alphabets only.
+
+Run: ``python benchmarks/metric.py [--retrain NAME ...] [--episodes 600] [--out FILE]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import metalib
+from metalib.checkpoint import checkpoint_dir
+from metalib.metric_train import EXPERIMENTS, evaluate_model, load_metric, test_sampler, train_metric
+from _report import emit  # benchmarks/_report.py (scripts run from this folder)
+
+PAPER = {"protonet": {(5, 1): 98.8, (5, 5): 99.7, (20, 1): 96.0, (20, 5): 98.9},
+         "matching": {(5, 1): 98.1, (5, 5): 98.9, (20, 1): 93.8, (20, 5): 98.5}}
+LAKE_PUBLISHED = "humans 4.5%, ConvNet 13.5% (Lake et al. 2015), Siamese nets 8.0% (Koch et al. 2015)"
+SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"python {platform.python_version()}")
+
+
+def retrain(name: str, folder: Path, episodes: int) -> None:
+    """Train one experiment, save it with its command, wall time and 1-shot test accuracies."""
+    cfg = metalib.maybe_quick(EXPERIMENTS[name])
+    load = os.getloadavg()[0]
+    model, history = train_metric(cfg, progress=sys.stderr.isatty())
+    seconds = history.train[-1]["time"] if history.train else 0.0
+    accs = {f"{n}w{k}s": evaluate_model(model, sampler, episodes=episodes, progress=False)
+            for (n, k), sampler in _samplers(name)}
+    from metalib.metric_train import save_metric
+    save_metric(model, cfg, folder / f"{name}.pt", history=history.to_dict(), train_seconds=seconds,
+                command=f"python benchmarks/metric.py --retrain {name}", device=str(next(model.parameters()).device),
+                load_average_at_start=load, test={k: [a.mean, a.ci95, a.episodes] for k, a in accs.items()})
+    print(f"trained {name}: {len(history.train)} of {cfg.train.steps} steps ({history.stopped}) in {seconds:.0f} s "
+          f"(load average {load:.2f}); " + ", ".join(f"{k} {a}" for k, a in accs.items()), flush=True)
+
+
+def _samplers(name: str):
+    if EXPERIMENTS[name].split == "lake":
+        return [((20, 1), test_sampler(20, 1, split="lake", within_alphabet=True))]
+    return [((n, k), test_sampler(n, k)) for n, k in SETTINGS]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--retrain", nargs="+", metavar="NAME", choices=sorted(EXPERIMENTS))
+    parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--folder", default=str(checkpoint_dir()), help="checkpoint folder")
+    parser.add_argument("--out", default=None, help="also write the markdown table here")
+    parser.add_argument("--no-table", action="store_true", help="only retrain; skip measuring every checkpoint")
+    args = parser.parse_args(argv)
+    folder = Path(args.folder)
+    for name in args.retrain or []:
+        retrain(name, folder, args.episodes)
+    if not args.no_table:
+        emit(table(folder, args.episodes), args.out)
+    return 0
+
+
+def table(folder: Path, episodes: int) -> str:
+    """The results table of every shipped checkpoint, measured now on ``episodes`` episodes per cell."""
+    rows = [f"Machine: {machine()}. {episodes} test episodes per cell, mean ± 95% CI; paper value in brackets.", "",
+            "| model | train episodes | training time | " + " | ".join(f"{n}w{k}s" for n, k in SETTINGS) + " |",
+            "|---|---|---|" + "---|" * len(SETTINGS)]
+    lake = []
+    for name in EXPERIMENTS:
+        path = folder / f"{name}.pt"
+        if not path.exists():
+            continue
+        model, meta = load_metric(path, device=metalib.get_device())
+        cfg = EXPERIMENTS[name]
+        time_s = f"{meta.get('train_seconds', 0) / 60:.1f} min on {meta.get('device', '?')}"
+        what = f"{cfg.n_way}-way {cfg.k_shot}-shot, {len(meta['history']['train'])} steps"
+        cells = []
+        for (n, k), sampler in _samplers(name):
+            acc = evaluate_model(model, sampler, episodes=episodes, progress=False)
+            cells.append((n, k, acc))
+        if cfg.split == "lake":
+            acc = cells[0][2]
+            lake.append(f"| {name} | {what} | {time_s} | {100 * (1 - acc.mean):.1f} ± {100 * acc.ci95:.1f}% |")
+            continue
+        paper = PAPER[cfg.method] if cfg.similarity in ("euclidean", "cosine") and not cfg.fce else {}
+        rows.append(f"| {name} | {what} | {time_s} | " + " | ".join(
+            f"{100 * a.mean:.1f} ± {100 * a.ci95:.1f}" + (f" ({paper[(n, k)]})" if (n, k) in paper else "")
+            for n, k, a in cells) + " |")
+    if lake:
+        rows += ["", f"Lake et al. within-alphabet 20-way 1-shot error (evaluation alphabets; published: "
+                     f"{LAKE_PUBLISHED}):", "", "| model | train episodes | training time | error |", "|---|---|---|---|",
+                 *lake]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

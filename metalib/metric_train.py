@@ -1,0 +1,221 @@
+"""Training, saving, loading and evaluating the non-parametric learners (ProtoNets, Matching Nets).
+
+* `MetricConfig`: one frozen config per experiment (method, training N/K/Q, similarity, split, outer loop);
+* `train_metric`: episodic training through `metalib.meta_train` (one or more episodes per Adam step,
+  cosine learning-rate decay), validating on the split's ``val`` classes;
+* `save_metric` / `load_metric`: a checkpoint rebuilds its model from its own metadata, and the loaded
+  model has ``embed(x)`` for float images (n, 1, 28, 28) in [0, 1];
+* `test_sampler` / `evaluate_model`: the papers' test protocol (600 episodes, mean ± 95% CI), and Lake
+  et al.'s within-alphabet 20-way 1-shot protocol.
+
+Used by notebooks 03 and 04, ``python -m metalib train|evaluate`` and ``benchmarks/metric.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .evaluate import Accuracy, evaluate_accuracy, query_accuracy
+from .tasks import EpisodeSampler, Task
+from .train import History, TrainConfig, meta_train
+
+__all__ = ["METHODS", "EXPERIMENTS", "MetricConfig", "build_model", "train_metric", "save_metric", "load_metric",
+           "test_sampler", "evaluate_model"]
+
+METHODS = ("protonet", "matching")
+
+
+@dataclass(frozen=True)
+class MetricConfig:
+    """One ProtoNet / Matching Net experiment on Omniglot.
+
+    Attributes:
+        method: "protonet" (Snell et al. 2017) or "matching" (Vinyals et al. 2016).
+        n_way, k_shot, n_query: the *training* episodes (N classes, K support and Q queries per class).
+            Snell et al. train with more ways than they test (60-way for 1-shot): harder episodes.
+        similarity: protonet "euclidean" (paper) or "dot" (seed); matching "cosine" (paper) or "dot" (seed).
+        hidden: Conv-4 filters per block (= embedding size for 28x28 images).
+        separate_support: a second embedder g for the support set (seed's f and g).
+        fce: Matching Nets' full-context embeddings (support BiLSTM, attention-LSTM query embedding).
+        split: "vinyals" (rotations as new classes) or "lake" (30 background alphabets, no rotations
+            unless ``rotations``).
+        rotations: override the split's default (None: vinyals yes, lake no).
+        cosine_decay: anneal the learning rate to 0 along a cosine over ``train.steps``.
+        val_ways, val_episodes: validation (split's ``val`` part, 1-shot) at each ``train.eval_every``.
+        train: outer loop; ``meta_batch`` is episodes per Adam step (the papers use 1).
+    """
+    method: str = "protonet"
+    n_way: int = 20
+    k_shot: int = 1
+    n_query: int = 5
+    similarity: str = "euclidean"
+    hidden: int = 64
+    separate_support: bool = False
+    fce: bool = False
+    split: str = "vinyals"
+    rotations: bool | None = None
+    cosine_decay: bool = True
+    val_ways: int = 20
+    val_episodes: int = 100
+    train: TrainConfig = TrainConfig(steps=6000, meta_batch=1, lr=1e-3, eval_every=500)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        allowed = {"protonet": ("euclidean", "dot"), "matching": ("cosine", "dot")}[self.method]
+        if self.similarity not in allowed:
+            raise ValueError(f"{self.method} supports similarity {allowed}, got {self.similarity!r}")
+        if self.fce and self.method != "matching":
+            raise ValueError("fce (full-context embeddings) belongs to Matching Networks; use method='matching'")
+
+    def quick_overrides(self) -> dict:
+        """Quick mode: a few small episodes, same code path."""
+        return {"train": dataclasses.replace(self.train, **self.train.quick_overrides()),
+                "n_way": min(self.n_way, 5), "n_query": min(self.n_query, 2), "val_episodes": 4,
+                "val_ways": min(self.val_ways, 5)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MetricConfig":
+        """Inverse of the plain dict stored in a checkpoint."""
+        d = dict(d)
+        d["train"] = TrainConfig(**d["train"])
+        return cls(**d)
+
+
+# The shipped experiments (data/checkpoints/<name>.pt, trained by ``benchmarks/metric.py --retrain NAME``).
+# 1-shot models train on 20-way episodes (harder than the 5-way test, as Snell et al.'s 60-way, but 5x
+# cheaper per step on a CPU); the budget is <= 20 minutes of 2-core CPU each.
+_ONE_SHOT = TrainConfig(steps=12000, meta_batch=1, lr=1e-3, eval_every=1000)
+EXPERIMENTS = {
+    "protonet_1shot": MetricConfig("protonet", 20, 1, 5, train=_ONE_SHOT),
+    "protonet_5shot": MetricConfig("protonet", 20, 5, 5, train=dataclasses.replace(_ONE_SHOT, steps=6000)),
+    "protonet_dot_1shot": MetricConfig("protonet", 20, 1, 5, similarity="dot", train=_ONE_SHOT),
+    "matching_1shot": MetricConfig("matching", 20, 1, 5, similarity="cosine", train=_ONE_SHOT),
+    "protonet_lake": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, train=_ONE_SHOT),
+}
+
+
+def build_model(cfg: MetricConfig) -> torch.nn.Module:
+    """A fresh model (seeded by ``cfg.train.seed``) described by ``cfg``."""
+    torch.manual_seed(cfg.train.seed)
+    if cfg.method == "protonet":
+        from .protonet import ProtoNet
+        return ProtoNet(cfg.similarity, hidden=cfg.hidden, separate_support=cfg.separate_support)
+    from .matching import MatchingNet
+    return MatchingNet(cfg.similarity, hidden=cfg.hidden, separate_support=cfg.separate_support, fce=cfg.fce)
+
+
+def _splits(cfg: MetricConfig, device, data=None):
+    from .data import load_omniglot, omniglot_split
+
+    data = data if data is not None else load_omniglot()
+    kw = dict(rotations=cfg.rotations, device=device)
+    return omniglot_split(data, cfg.split, "train", **kw), omniglot_split(data, cfg.split, "val", **kw)
+
+
+def train_metric(cfg: MetricConfig, train_split=None, val_split=None, *, device=None, progress: bool = True,
+                 checkpoint: str | Path | None = None, **meta) -> tuple[torch.nn.Module, History]:
+    """Train a ProtoNet or Matching Net on episodes of ``train_split`` (default: ``cfg.split``'s train part).
+
+    Args:
+        cfg: the experiment. train_split / val_split: `ClassSplit`s (loaded from ``cfg.split`` if None).
+        device: where to train (default: the splits' device, or `metalib.get_device()`).
+        checkpoint: where to save (with ``meta``, e.g. ``command=...``), also on Ctrl-C.
+
+    Returns:
+        The model (eval mode) and its `History` (train loss/acc, validation acc and wall time).
+    """
+    from .device import get_device
+
+    if train_split is None:
+        train_split, val_split = _splits(cfg, device or get_device())
+    device = train_split.images.device
+    model = build_model(cfg).to(device)
+    sampler = EpisodeSampler(train_split, cfg.n_way, cfg.k_shot, cfg.n_query, seed=cfg.train.seed)
+
+    def step_loss(task: Task):
+        logits = model(task)  # (B, N*Q, N)
+        loss = F.cross_entropy(logits.flatten(0, 1), task.y_query.flatten())
+        return loss, {"acc": query_accuracy(logits.detach(), task.y_query).mean()}
+
+    validate = None
+    if val_split is not None and cfg.val_episodes:
+        val = EpisodeSampler(val_split, min(cfg.val_ways, val_split.n_classes), 1, 5)
+
+        def validate():
+            with torch.no_grad():
+                acc = evaluate_accuracy(model, val, episodes=cfg.val_episodes, batch_size=10, seed=0, progress=False)
+            return {"acc": acc.mean}
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    sched = None
+    if cfg.cosine_decay and cfg.train.steps:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / cfg.train.steps, 1))))
+    start = time.perf_counter()
+    history = meta_train(model, step_loss, sampler.sample, cfg.train, validate=validate, optimizer=opt,
+                         scheduler=sched, progress=progress, desc=f"{cfg.method} {cfg.n_way}-way {cfg.k_shot}-shot")
+    model.eval()
+    if checkpoint is not None:
+        save_metric(model, cfg, checkpoint, history=history.to_dict(), device=str(device),
+                    train_seconds=time.perf_counter() - start, **meta)
+    return model, history
+
+
+def save_metric(model: torch.nn.Module, cfg: MetricConfig, path: str | Path, **meta) -> Path:
+    """Save the state dict with the config (so `load_metric` can rebuild the model) and plain ``meta``."""
+    return save_checkpoint(path, model.state_dict(), config=cfg, kind="metric", **meta)
+
+
+def load_metric(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model saved by `save_metric`; returns (model in eval mode with ``embed(x)``, metadata).
+
+    A bare file name is looked up in ``data/checkpoints/`` when it is not found as given.
+    """
+    from .checkpoint import checkpoint_dir
+
+    path = Path(path)
+    if not path.exists() and not path.is_absolute() and (checkpoint_dir() / path).exists():
+        path = checkpoint_dir() / path
+    blob = load_checkpoint(path)
+    meta = blob["meta"]
+    if meta.get("kind") != "metric" or "config" not in meta:
+        raise ValueError(f"{path} was not written by metalib.metric_train.save_metric (no ProtoNet/Matching "
+                         f"config in its metadata); load it with the function that saved it")
+    model = build_model(MetricConfig.from_dict(meta["config"]))
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval(), meta
+
+
+def test_sampler(n_way: int, k_shot: int, *, split: str = "vinyals", n_query: int | None = None,
+                 within_alphabet: bool = False, device=None, data=None) -> EpisodeSampler:
+    """The test-episode sampler of a protocol.
+
+    ``split="vinyals"``: the 423 test characters x 4 rotations, 15 queries per class (the papers).
+    ``split="lake"``: the 20 evaluation alphabets, no rotations; with ``within_alphabet`` all N classes of
+    an episode come from one alphabet and there is one query per class (Lake et al. 2015: a 20-way
+    1-shot "run" of 20 trials).
+    """
+    from .data import load_omniglot, omniglot_split
+    from .device import get_device
+
+    data = data if data is not None else load_omniglot()
+    test = omniglot_split(data, split, "test", device=device or get_device())
+    groups = data.alphabet[test.char_index] if within_alphabet else None
+    q = n_query or (1 if within_alphabet else min(15, test.n_per_class - k_shot))
+    return EpisodeSampler(test, n_way, k_shot, q, groups=groups)
+
+
+def evaluate_model(model: torch.nn.Module, sampler: EpisodeSampler, *, episodes: int = 600, seed: int = 1234,
+                   batch_size: int = 20, progress: bool = True) -> Accuracy:
+    """Accuracy ± 95% CI of ``model`` (eval mode, no gradients) on ``episodes`` test episodes."""
+    model.eval()
+    with torch.no_grad():
+        return evaluate_accuracy(model, sampler, episodes=episodes, batch_size=batch_size, seed=seed,
+                                 progress=progress, desc=f"{sampler.n_way}-way {sampler.k_shot}-shot")

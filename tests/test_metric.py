@@ -1,0 +1,184 @@
+"""Prototypical Networks and Matching Networks (metalib.protonet, metalib.matching, metalib.metric_train).
+
+Every vectorised computation is checked against an explicit Python loop, and on a 2-class example
+small enough to do by hand.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metalib.matching import MatchingNet, attention, attention_logits, label_log_probs
+from metalib.metric_train import MetricConfig, build_model, evaluate_model, load_metric, save_metric, train_metric
+from metalib.protonet import ProtoNet, prototypes, similarity_logits
+from metalib.tasks import EpisodeSampler, Task
+from metalib.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def vinyals_small():
+    """100 train and 20 val classes of the Vinyals split: enough to see learning in 40 steps."""
+    import metalib
+    from metalib.data.splits import ClassSplit
+    data = metalib.load_omniglot(download=False, progress=False)
+    parts = [metalib.omniglot_split(data, "vinyals", p) for p in ("train", "val")]
+    return [ClassSplit(s.images[:n], s.class_names[:n], s.char_index[:n], s.name) for s, n in zip(parts, (100, 20))]
+
+
+def _embedded(seed=0, B=3, N=4, K=2, M=5, D=6, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    zs = torch.randn(B, N * K, D, generator=g, dtype=dtype)
+    ys = torch.stack([torch.randperm(N * K, generator=g) % N for _ in range(B)])  # shuffled labels
+    zq = torch.randn(B, M, D, generator=g, dtype=dtype)
+    return zs, ys, zq
+
+
+def test_prototypes_equal_a_loop_over_tasks_and_classes():
+    zs, ys, _ = _embedded()
+    got = prototypes(zs, ys, 4)
+    for b in range(zs.shape[0]):
+        for n in range(4):
+            torch.testing.assert_close(got[b, n], zs[b][ys[b] == n].mean(0))
+    torch.testing.assert_close(prototypes(zs[0], ys[0], 4), got[0])  # unbatched
+
+
+def test_logits_equal_a_loop():
+    zs, ys, zq = _embedded(1)
+    protos = prototypes(zs, ys, 4)
+    euc, dot = similarity_logits(zq, protos, "euclidean"), similarity_logits(zq, protos, "dot")
+    for b in range(zq.shape[0]):
+        for m in range(zq.shape[1]):
+            for n in range(4):
+                torch.testing.assert_close(euc[b, m, n], -((zq[b, m] - protos[b, n]) ** 2).sum())
+                torch.testing.assert_close(dot[b, m, n], zq[b, m] @ protos[b, n])
+
+
+def test_two_class_example_by_hand():
+    # support: class 0 at (0,0) and (2,0) -> prototype (1,0); class 1 at (0,2) -> prototype (0,2)
+    zs = torch.tensor([[[0., 0.], [2., 0.], [0., 2.]]])
+    ys = torch.tensor([[0, 0, 1]])
+    zq = torch.tensor([[[1., 1.]]])
+    protos = prototypes(zs, ys, 2)
+    assert protos.tolist() == [[[1., 0.], [0., 2.]]]
+    assert similarity_logits(zq, protos, "euclidean").tolist() == [[[-1., -2.]]]  # -|(0,1)|^2, -|(1,-1)|^2
+    assert similarity_logits(zq, protos, "dot").tolist() == [[[1., 2.]]]  # the two rules disagree here
+    # Matching Nets, dot kernel: scores 0, 2, 2 -> p(class 0) = (1 + e^2) / (1 + 2 e^2)
+    p = label_log_probs(attention_logits(zq, zs, "dot"), ys, 2).exp()
+    e2 = math.exp(2)
+    torch.testing.assert_close(p[0, 0], torch.tensor([(1 + e2) / (1 + 2 * e2), e2 / (1 + 2 * e2)]))
+
+
+def test_bad_inputs_say_what_is_wrong():
+    zs, ys, zq = _embedded()
+    with pytest.raises(ValueError, match="labels must lie in 0..2"):
+        prototypes(zs, ys, 3)
+    with pytest.raises(ValueError, match="no support example"):
+        prototypes(zs[:, :1], ys[:, :1] * 0, 2)
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        similarity_logits(zq, zs, "cosine")
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        attention(zq, zs, "euclid")
+    with pytest.raises(ValueError, match="float images"):
+        ProtoNet().embed(torch.zeros(2, 28, 28, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="matching supports similarity"):
+        MetricConfig("matching", similarity="euclidean")
+    with pytest.raises(ValueError, match="fce"):
+        MetricConfig("protonet", fce=True)
+
+
+@pytest.mark.parametrize("kernel", ["cosine", "dot"])
+def test_matching_probabilities_equal_the_attention_weighted_label_sum(kernel):
+    zs, ys, zq = _embedded(2)
+    a = attention(zq, zs, kernel)  # (B, M, S)
+    torch.testing.assert_close(a.sum(-1), torch.ones(a.shape[:2], dtype=a.dtype))
+    logp = label_log_probs(attention_logits(zq, zs, kernel), ys, 4)
+    for b in range(zq.shape[0]):
+        for m in range(zq.shape[1]):
+            sims = torch.stack([F.cosine_similarity(zq[b, m], s, dim=0) if kernel == "cosine" else zq[b, m] @ s
+                                for s in zs[b]])
+            w = sims.softmax(0)
+            p = torch.stack([w[ys[b] == n].sum() for n in range(4)])
+            torch.testing.assert_close(logp[b, m].exp(), p)
+
+
+def test_label_log_probs_do_not_underflow():
+    scores = torch.tensor([[[0., -2000., -3000.]]])  # softmax weights 1, 0, 0 in float32
+    logp = label_log_probs(scores, torch.tensor([[0, 1, 2]]), 3)
+    assert torch.isfinite(logp).all()
+    torch.testing.assert_close(logp[0, 0, 1], torch.tensor(-2000.0))
+
+
+def _task(seed=0, B=2, N=3, K=2, Q=2):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(B, N * (K + Q), 1, 28, 28, generator=g)
+    y = torch.arange(N).repeat_interleave(K + Q)
+    y_s, y_q = torch.arange(N).repeat_interleave(K), torch.arange(N).repeat_interleave(Q)
+    return Task(x[:, :N * K], y_s.expand(B, -1), x[:, N * K:], y_q.expand(B, -1))
+
+
+@pytest.mark.parametrize("fce", [False, True])
+def test_models_batch_equals_per_task_and_support_order(fce):
+    torch.manual_seed(0)
+    task = _task()
+    for model in (ProtoNet(hidden=8), ProtoNet("dot", hidden=8, separate_support=True),
+                  MatchingNet("cosine", hidden=8, fce=fce)):
+        model.eval()
+        with torch.no_grad():
+            out = model(task)
+            per_task = torch.cat([model(task.select(slice(b, b + 1))) for b in range(task.batch_size)])
+            perm = torch.randperm(task.x_support.shape[1])
+            shuffled = model(Task(task.x_support[:, perm], task.y_support[:, perm], task.x_query, task.y_query))
+        assert out.shape == (2, 6, 3)
+        torch.testing.assert_close(out, per_task, atol=1e-5, rtol=1e-5)
+        if isinstance(model, MatchingNet) and fce:  # the BiLSTM reads the support set in order
+            assert not torch.allclose(out, shuffled, atol=1e-4)
+        else:  # class means and attention sums ignore the order
+            torch.testing.assert_close(out, shuffled, atol=1e-5, rtol=1e-5)
+
+
+def test_within_alphabet_sampler_draws_every_class_of_a_task_from_one_group():
+    images = torch.zeros(10, 20, 28, 28, dtype=torch.uint8)
+    from metalib.data.splits import ClassSplit
+    split = ClassSplit(images, tuple(map(str, range(10))), torch.arange(10), "toy")
+    groups = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    sampler = EpisodeSampler(split, 3, 1, 1, groups=groups, seed=0)
+    _, classes = sampler.sample_with_classes(400)
+    g = groups[classes]  # (B, 3)
+    assert (g == g[:, :1]).all()
+    assert set(g[:, 0].tolist()) == {0, 1, 2}
+    assert set(EpisodeSampler(split, 4, 1, 1, groups=groups).sample_with_classes(50)[1].flatten().tolist()) == {3, 4, 5, 6}
+    with pytest.raises(ValueError, match="no group has n_way=5"):
+        EpisodeSampler(split, 5, 1, 1, groups=groups)
+    with pytest.raises(ValueError, match="one id per class"):
+        EpisodeSampler(split, 3, 1, 1, groups=groups[:5])
+
+
+@pytest.mark.parametrize("method,similarity", [("protonet", "euclidean"), ("matching", "cosine")])
+def test_training_learns_and_checkpoint_round_trips(tmp_path, method, similarity, vinyals_small):
+    train, val = vinyals_small
+    cfg = MetricConfig(method, 5, 1, 3, similarity=similarity, hidden=16, val_ways=5, val_episodes=10,
+                       train=TrainConfig(steps=40, meta_batch=2, lr=3e-3, eval_every=20))
+    model, history = train_metric(cfg, train, val, progress=False, checkpoint=tmp_path / "m.pt", command="test")
+    first, last = [sum(r["loss"] for r in history.train[s]) / 10 for s in (slice(0, 10), slice(-10, None))]
+    assert last < first, (first, last)
+    assert len(history.val) == 2 and history.val[-1]["time"] > 0
+    loaded, meta = load_metric(tmp_path / "m.pt")
+    assert meta["command"] == "test" and meta["config"]["method"] == method
+    x = val.images[:4, 0].float().div(255).unsqueeze(1)  # (4, 1, 28, 28) in [0, 1]
+    torch.testing.assert_close(loaded.embed(x), model.eval().embed(x))
+    sampler = EpisodeSampler(val, 5, 1, 2)
+    a, b = evaluate_model(model, sampler, episodes=20, progress=False), evaluate_model(loaded, sampler, episodes=20,
+                                                                                         progress=False)
+    assert a == b
+
+
+def test_load_refuses_other_checkpoints(tmp_path):
+    from metalib.checkpoint import save_checkpoint
+    save_checkpoint(tmp_path / "x.pt", {"w": torch.zeros(1)})
+    with pytest.raises(ValueError, match="not written by metalib.metric_train.save_metric"):
+        load_metric(tmp_path / "x.pt")
+    save_metric(build_model(MetricConfig(hidden=8)), MetricConfig(hidden=8), tmp_path / "p.pt")
+    assert isinstance(load_metric(tmp_path / "p.pt")[0], ProtoNet)
