@@ -14,6 +14,7 @@ Run: ``python benchmarks/blackbox.py [--retrain [NAME ...]] [--episodes 600] [--
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -97,10 +98,21 @@ def main() -> int:
             for k in SHOTS:
                 shots.append((name, k, evaluate(model, cfg, test, k, args.episodes),
                               evaluate(model, cfg, test, k, args.episodes, prototype=True)))
+    proto = Path(args.dir) / "protonet_1shot.pt"  # notebook 04's shipped ProtoNet, for the side-by-side row
+    if args.retrain is None and proto.is_file():
+        from metalib.metric_train import load_metric
+        net, meta = load_metric(proto, device)
+        net_cfg = EXPERIMENTS["attention_5w1s"]
+        start = time.perf_counter()
+        with torch.no_grad():
+            acc = metalib.evaluate_accuracy(net, metalib.EpisodeSampler(test, 5, 1, 15), episodes=args.episodes,
+                                            progress=False)  # the same episodes as every other 5-way 1-shot row
+        rows.append(("protonet (notebook 04)", dataclasses.replace(net_cfg, learner="ProtoNet (notebook 04)"),
+                     meta, acc, time.perf_counter() - start))
     lines = [header, "", "| learner | setting | encoder | target | test accuracy (95% CI) | episodes | "
              "train steps | train time (s) | eval time (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, cfg, meta, acc, secs in rows:
-        lines.append(f"| {cfg.learner} | {cfg.n_way}-way {cfg.k_shot}-shot | {cfg.encoder} | {TARGETS.get(name, '')} | "
+        lines.append(f"| {cfg.learner} | {cfg.n_way}-way {cfg.k_shot}-shot | {cfg.encoder} | {TARGETS.get(name, '–')} | "
                      f"{100 * acc.mean:.1f} ± {100 * acc.ci95:.1f}% | {acc.episodes} | {len(meta['history']['train'])} | "
                      f"{meta.get('train_seconds', float('nan')):.0f} | {secs:.0f} |")
     if shots:

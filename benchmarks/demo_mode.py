@@ -31,6 +31,8 @@ MAIN_PLOT = {
     "00_welcome": "widgets.interact(show_softmax",
     "01_supervised_meta_learning": "viz.plot_accuracies(results",
     "02_black_box": "class EvalConfig:",
+    "03_matching_networks": "viz.plot_accuracies(test_results",
+    "04_prototypical_networks": "by_way = {n: accuracy(",
     "06_maml_gradient": "p1.first_order_errors(",
     "07_meta_rl_rl2": "class GridEval:",
 }

@@ -52,6 +52,9 @@ def label_log_probs(scores: torch.Tensor, y_support: torch.Tensor, n_way: int) -
     examples of each class minus the log-sum-exp over all of them.
     """
     onehot = F.one_hot(y_support, n_way).to(scores.dtype)  # (B, S, N)
+    if bool((onehot.sum(-2) == 0).any()):  # log p = -inf for that class, and NaN gradients everywhere
+        raise ValueError(f"a class in 0..{n_way - 1} has no support example; every class needs >= 1 "
+                         f"(or pass the n_way the labels actually use)")
     masked = scores.unsqueeze(-1) + torch.log(onehot).unsqueeze(1)  # (B, M, S, N), -inf off-class
     return torch.logsumexp(masked, dim=2) - torch.logsumexp(scores, dim=-1, keepdim=True)  # (B, M, N)
 

@@ -40,7 +40,8 @@ class MetricConfig:
         method: "protonet" (Snell et al. 2017) or "matching" (Vinyals et al. 2016).
         n_way, k_shot, n_query: the *training* episodes (N classes, K support and Q queries per class).
             Snell et al. train with more ways than they test (60-way for 1-shot): harder episodes.
-        similarity: protonet "euclidean" (paper) or "dot" (seed); matching "cosine" (paper) or "dot" (seed).
+        similarity: protonet "euclidean" (paper) or "dot" (seed); matching "cosine" (paper) or "dot" (seed);
+            None: the paper's for the method.
         hidden: Conv-4 filters per block (= embedding size for 28x28 images).
         separate_support: a second embedder g for the support set (seed's f and g).
         fce: Matching Nets' full-context embeddings (support BiLSTM, attention-LSTM query embedding).
@@ -55,7 +56,7 @@ class MetricConfig:
     n_way: int = 20
     k_shot: int = 1
     n_query: int = 5
-    similarity: str = "euclidean"
+    similarity: str | None = None
     hidden: int = 64
     separate_support: bool = False
     fce: bool = False
@@ -70,6 +71,8 @@ class MetricConfig:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         allowed = {"protonet": ("euclidean", "dot"), "matching": ("cosine", "dot")}[self.method]
+        if self.similarity is None:  # frozen dataclass: set the method's default once, here
+            object.__setattr__(self, "similarity", allowed[0])
         if self.similarity not in allowed:
             raise ValueError(f"{self.method} supports similarity {allowed}, got {self.similarity!r}")
         if self.fce and self.method != "matching":
@@ -91,14 +94,15 @@ class MetricConfig:
 
 # The shipped experiments (data/checkpoints/<name>.pt, trained by ``benchmarks/metric.py --retrain NAME``).
 # 1-shot models train on 20-way episodes (harder than the 5-way test, as Snell et al.'s 60-way, but 5x
-# cheaper per step on a CPU); the budget is <= 20 minutes of 2-core CPU each.
+# cheaper per step on a CPU), 5 queries per class, one episode per Adam step, cosine-decayed lr.
 _ONE_SHOT = TrainConfig(steps=12000, meta_batch=1, lr=1e-3, eval_every=1000)
+_SHORT = dataclasses.replace(_ONE_SHOT, steps=6000, eval_every=500)
 EXPERIMENTS = {
     "protonet_1shot": MetricConfig("protonet", 20, 1, 5, train=_ONE_SHOT),
-    "protonet_5shot": MetricConfig("protonet", 20, 5, 5, train=dataclasses.replace(_ONE_SHOT, steps=6000)),
-    "protonet_dot_1shot": MetricConfig("protonet", 20, 1, 5, similarity="dot", train=_ONE_SHOT),
-    "matching_1shot": MetricConfig("matching", 20, 1, 5, similarity="cosine", train=_ONE_SHOT),
-    "protonet_lake": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, train=_ONE_SHOT),
+    "protonet_5shot": MetricConfig("protonet", 20, 5, 5, train=dataclasses.replace(_SHORT, steps=2000, eval_every=250)),
+    "protonet_dot_1shot": MetricConfig("protonet", 20, 1, 5, similarity="dot", train=dataclasses.replace(_SHORT, steps=4000)),
+    "matching_1shot": MetricConfig("matching", 20, 1, 5, train=_SHORT),
+    "protonet_lake": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, train=_SHORT),
 }
 
 
@@ -176,13 +180,17 @@ def save_metric(model: torch.nn.Module, cfg: MetricConfig, path: str | Path, **m
 def load_metric(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild a model saved by `save_metric`; returns (model in eval mode with ``embed(x)``, metadata).
 
-    A bare file name is looked up in ``data/checkpoints/`` when it is not found as given.
+    A bare name ("protonet_1shot" or "protonet_1shot.pt") is looked up in ``data/checkpoints/`` when it
+    is not found as given.
     """
     from .checkpoint import checkpoint_dir
 
     path = Path(path)
-    if not path.exists() and not path.is_absolute() and (checkpoint_dir() / path).exists():
-        path = checkpoint_dir() / path
+    if not path.exists() and not path.is_absolute():
+        for candidate in (checkpoint_dir() / path, checkpoint_dir() / f"{path}.pt"):
+            if candidate.exists():
+                path = candidate
+                break
     blob = load_checkpoint(path)
     meta = blob["meta"]
     if meta.get("kind") != "metric" or "config" not in meta:

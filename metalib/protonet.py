@@ -106,6 +106,6 @@ class ProtoNet(nn.Module):
 
 
 def _check_images(x: torch.Tensor) -> None:
-    if not torch.is_floating_point(x) or x.dim() < 4 or x.shape[-3] != 1:
+    if not torch.is_floating_point(x) or x.dim() < 3 or x.shape[-3] != 1:
         raise ValueError(f"expected float images (..., 1, H, W) in [0, 1] (the dataset cache's uint8 / 255), "
                          f"got dtype {x.dtype} and shape {tuple(x.shape)}")

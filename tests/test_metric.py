@@ -85,6 +85,9 @@ def test_bad_inputs_say_what_is_wrong():
         ProtoNet().embed(torch.zeros(2, 28, 28, dtype=torch.uint8))
     with pytest.raises(ValueError, match="matching supports similarity"):
         MetricConfig("matching", similarity="euclidean")
+    with pytest.raises(ValueError, match="has no support example"):
+        label_log_probs(torch.zeros(1, 2, 3), torch.tensor([[0, 1, 1]]), 3)
+    assert MetricConfig("matching").similarity == "cosine" and MetricConfig().similarity == "euclidean"
     with pytest.raises(ValueError, match="fce"):
         MetricConfig("protonet", fce=True)
 
