@@ -35,6 +35,7 @@ MAIN_PLOT = {
     "04_prototypical_networks": "by_way = {n: accuracy(",
     "06_maml_gradient": "p1.first_order_errors(",
     "07_meta_rl_rl2": "class GridEval:",
+    "08_maml_rl": "class AdaptEval:",
 }
 TARGET_S = 30.0
 
