@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ def retrain(name: str, folder: Path, episodes: int) -> None:
     """Train one experiment, save it with its command, wall time and 1-shot test accuracies."""
     cfg = metalib.maybe_quick(EXPERIMENTS[name])
     load = os.getloadavg()[0]
-    model, history = train_metric(cfg, progress=sys.stderr.isatty())
+    model, history = train_metric(cfg, progress=sys.stderr.isatty(), log=lambda line: print(line, flush=True))
     seconds = history.train[-1]["time"] if history.train else 0.0
     accs = {f"{n}w{k}s": evaluate_model(model, sampler, episodes=episodes, progress=False)
             for (n, k), sampler in _samplers(name)}
@@ -55,7 +56,8 @@ def retrain(name: str, folder: Path, episodes: int) -> None:
 def _samplers(name: str):
     if EXPERIMENTS[name].split == "lake":
         return [((20, 1), test_sampler(20, 1, split="lake", within_alphabet=True))]
-    return [((n, k), test_sampler(n, k)) for n, k in SETTINGS]
+    settings = SETTINGS if EXPERIMENTS[name].similarity != "dot" else [s for s in SETTINGS if s[1] == 1]  # the comparison
+    return [((n, k), test_sampler(n, k)) for n, k in settings]
 
 
 def main(argv=None) -> int:
@@ -65,18 +67,26 @@ def main(argv=None) -> int:
     parser.add_argument("--folder", default=str(checkpoint_dir()), help="checkpoint folder")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     parser.add_argument("--no-table", action="store_true", help="only retrain; skip measuring every checkpoint")
+    parser.add_argument("--stored", action="store_true",
+                        help="print the table from the accuracies each checkpoint stored when --retrain measured it")
     args = parser.parse_args(argv)
+    # a run started in the background (`nohup ... &`) inherits SIGINT ignored; restore it, so that
+    # `kill -INT` stops training early and the model is still measured and saved (meta_train keeps it)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     folder = Path(args.folder)
     for name in args.retrain or []:
         retrain(name, folder, args.episodes)
     if not args.no_table:
-        emit(table(folder, args.episodes), args.out)
+        emit(table(folder, args.episodes, stored=args.stored), args.out)
     return 0
 
 
-def table(folder: Path, episodes: int) -> str:
-    """The results table of every shipped checkpoint, measured now on ``episodes`` episodes per cell."""
-    rows = [f"Machine: {machine()}. {episodes} test episodes per cell, mean ± 95% CI; paper value in brackets.", "",
+def table(folder: Path, episodes: int, stored: bool = False) -> str:
+    """The results table of every shipped checkpoint, measured now on ``episodes`` episodes per cell
+    (``stored``: the accuracies measured by ``--retrain`` right after training, kept in the checkpoint)."""
+    how = ("accuracies stored by `--retrain` right after training" if stored
+           else f"measured now on {machine()}, {episodes} test episodes per cell")
+    rows = [f"{how}; mean ± 95% CI; paper value in brackets.", "",
             "| model | train episodes | training time | " + " | ".join(f"{n}w{k}s" for n, k in SETTINGS) + " |",
             "|---|---|---|" + "---|" * len(SETTINGS)]
     lake = []
@@ -86,20 +96,29 @@ def table(folder: Path, episodes: int) -> str:
             continue
         model, meta = load_metric(path, device=metalib.get_device())
         cfg = EXPERIMENTS[name]
-        time_s = f"{meta.get('train_seconds', 0) / 60:.1f} min on {meta.get('device', '?')}"
+        load = meta.get("load_average_at_start")
+        time_s = (f"{meta.get('train_seconds', 0) / 60:.1f} min on {meta.get('device', '?')}"
+                  + (f" (load {load:.1f} at start)" if load is not None else ""))
         what = f"{cfg.n_way}-way {cfg.k_shot}-shot, {len(meta['history']['train'])} steps"
         cells = []
         for (n, k), sampler in _samplers(name):
-            acc = evaluate_model(model, sampler, episodes=episodes, progress=False)
+            if stored:
+                if f"{n}w{k}s" not in meta.get("test", {}):
+                    continue
+                mean, ci, count = meta["test"][f"{n}w{k}s"]
+                acc = metalib.Accuracy(mean, ci, count)
+            else:
+                acc = evaluate_model(model, sampler, episodes=episodes, progress=False)
             cells.append((n, k, acc))
         if cfg.split == "lake":
             acc = cells[0][2]
             lake.append(f"| {name} | {what} | {time_s} | {100 * (1 - acc.mean):.1f} ± {100 * acc.ci95:.1f}% |")
             continue
         paper = PAPER[cfg.method] if cfg.similarity in ("euclidean", "cosine") and not cfg.fce else {}
+        measured = {(n, k): a for n, k, a in cells}
         rows.append(f"| {name} | {what} | {time_s} | " + " | ".join(
-            f"{100 * a.mean:.1f} ± {100 * a.ci95:.1f}" + (f" ({paper[(n, k)]})" if (n, k) in paper else "")
-            for n, k, a in cells) + " |")
+            (f"{100 * measured[s].mean:.1f} ± {100 * measured[s].ci95:.1f}" if s in measured else "–")
+            + (f" ({paper[s]})" if s in paper else "") for s in SETTINGS) + " |")
     if lake:
         rows += ["", f"Lake et al. within-alphabet 20-way 1-shot error (evaluation alphabets; published: "
                      f"{LAKE_PUBLISHED}):", "", "| model | train episodes | training time | error |", "|---|---|---|---|",
