@@ -99,7 +99,7 @@ _ONE_SHOT = TrainConfig(steps=10000, meta_batch=1, lr=1e-3, eval_every=1000)  # 
 _SHORT = dataclasses.replace(_ONE_SHOT, steps=6000, eval_every=500)
 EXPERIMENTS = {
     "protonet_1shot": MetricConfig("protonet", 20, 1, 5, train=_ONE_SHOT),
-    "protonet_dot_1shot": MetricConfig("protonet", 20, 1, 5, similarity="dot", train=dataclasses.replace(_SHORT, steps=4000)),
+    "protonet_dot_1shot": MetricConfig("protonet", 20, 1, 5, similarity="dot", train=dataclasses.replace(_SHORT, steps=2000)),
     "matching_1shot": MetricConfig("matching", 20, 1, 5, train=_SHORT),
     "protonet_lake": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, train=_SHORT),
 }
