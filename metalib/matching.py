@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nets import Conv4
-from .protonet import _check_images
+from .protonet import Embedders
 from .tasks import Task
 
 __all__ = ["KERNELS", "attention_logits", "attention", "label_log_probs", "FullContextEmbedding", "MatchingNet"]
@@ -92,7 +91,7 @@ class FullContextEmbedding(nn.Module):
         return h.reshape(B, M, D)
 
 
-class MatchingNet(nn.Module):
+class MatchingNet(Embedders):
     """A Matching Network on Conv-4 embeddings.
 
     Args:
@@ -109,25 +108,13 @@ class MatchingNet(nn.Module):
 
     def __init__(self, kernel: str = "cosine", hidden: int = 64, separate_support: bool = False,
                  fce: bool = False, scale: float | None = 10.0, fce_steps: int = 5):
-        super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        super().__init__(hidden, separate_support)
         self.kernel = kernel
-        self.f = Conv4(hidden=hidden)
-        self.g = Conv4(hidden=hidden) if separate_support else None
         self.fce = FullContextEmbedding(hidden, fce_steps) if fce else None
         learn = kernel == "cosine" and scale is not None
         self.log_scale = nn.Parameter(torch.tensor(float(scale)).log()) if learn else None
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Query embedding f'(x): (..., 1, 28, 28) -> (..., D)."""
-        _check_images(x)
-        return self.f(x)
-
-    def embed_support(self, x: torch.Tensor) -> torch.Tensor:
-        """Support embedding g'(x) (= f'(x) unless ``separate_support``)."""
-        _check_images(x)
-        return (self.g or self.f)(x)
 
     def forward(self, task: Task, n_way: int | None = None) -> torch.Tensor:
         n_way = n_way or int(task.y_support.max()) + 1

@@ -21,7 +21,7 @@ from torch import nn
 from .nets import Conv4
 from .tasks import Task
 
-__all__ = ["SIMILARITIES", "prototypes", "similarity_logits", "ProtoNet"]
+__all__ = ["SIMILARITIES", "prototypes", "similarity_logits", "Embedders", "ProtoNet"]
 
 SIMILARITIES = ("euclidean", "dot")
 
@@ -67,7 +67,27 @@ def similarity_logits(z_query: torch.Tensor, protos: torch.Tensor, similarity: s
     return 2 * dots - zz - cc
 
 
-class ProtoNet(nn.Module):
+class Embedders(nn.Module):
+    """The query embedder f and an optional separate support embedder g (Conv-4s), shared by
+    `ProtoNet` and `metalib.matching.MatchingNet`; ``g`` is None when the support shares f."""
+
+    def __init__(self, hidden: int = 64, separate_support: bool = False, batch_norm: bool = True):
+        super().__init__()
+        self.f = Conv4(hidden=hidden, batch_norm=batch_norm)
+        self.g = Conv4(hidden=hidden, batch_norm=batch_norm) if separate_support else None
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Query embedding f(x): (..., 1, 28, 28) -> (..., D)."""
+        _check_images(x)
+        return self.f(x)
+
+    def embed_support(self, x: torch.Tensor) -> torch.Tensor:
+        """Support embedding g(x) (= f(x) unless ``separate_support``)."""
+        _check_images(x)
+        return (self.g or self.f)(x)
+
+
+class ProtoNet(Embedders):
     """A Prototypical Network: embedder(s) plus the nearest-prototype rule.
 
     Args:
@@ -82,22 +102,10 @@ class ProtoNet(nn.Module):
 
     def __init__(self, similarity: str = "euclidean", hidden: int = 64, separate_support: bool = False,
                  batch_norm: bool = True):
-        super().__init__()
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        super().__init__(hidden, separate_support, batch_norm)
         self.similarity = similarity
-        self.f = Conv4(hidden=hidden, batch_norm=batch_norm)
-        self.g = Conv4(hidden=hidden, batch_norm=batch_norm) if separate_support else None
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Query embedding f(x): (..., 1, 28, 28) -> (..., D)."""
-        _check_images(x)
-        return self.f(x)
-
-    def embed_support(self, x: torch.Tensor) -> torch.Tensor:
-        """Support embedding g(x) (= f(x) unless ``separate_support``)."""
-        _check_images(x)
-        return (self.g or self.f)(x)
 
     def forward(self, task: Task, n_way: int | None = None) -> torch.Tensor:
         n_way = n_way or int(task.y_support.max()) + 1
