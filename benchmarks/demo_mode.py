@@ -33,6 +33,7 @@ MAIN_PLOT = {
     "02_black_box": "class EvalConfig:",
     "03_matching_networks": "viz.plot_accuracies(test_results",
     "04_prototypical_networks": "by_way = {n: accuracy(",
+    "05_maml": "Fig. 2 of the MAML paper",
     "06_maml_gradient": "p1.first_order_errors(",
     "07_meta_rl_rl2": "class GridEval:",
     "08_maml_rl": "class AdaptEval:",

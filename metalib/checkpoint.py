@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "atomic_save", "checkpoint_dir", "UnsafeCheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_checkpoint_of_kind", "atomic_save", "checkpoint_dir",
+           "UnsafeCheckpointError"]
 
 
 class UnsafeCheckpointError(ValueError):
@@ -95,3 +96,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise UnsafeCheckpointError(f"{path} is not a metalib checkpoint (no 'state_dict' key)")
     blob.setdefault("meta", {})
     return blob
+
+
+def load_checkpoint_of_kind(path: str | os.PathLike, kind: str, writer: str) -> tuple[Path, dict[str, Any]]:
+    """``(resolved path, checkpoint)`` of a checkpoint whose metadata says ``kind`` and holds a ``config``.
+
+    A bare name ("protonet_1shot" or "protonet_1shot.pt") is looked up in ``data/checkpoints/`` when it is
+    not found as given. ``writer`` (e.g. "metalib.maml_train.save_maml") names the function that writes
+    this kind, for the error raised on any other checkpoint.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_absolute():
+        path = next((c for c in (checkpoint_dir() / path, checkpoint_dir() / f"{path}.pt") if c.exists()), path)
+    blob = load_checkpoint(path)
+    if blob["meta"].get("kind") != kind or "config" not in blob["meta"]:
+        raise ValueError(f"{path} was not written by {writer} (no {kind} config in its metadata); "
+                         f"load it with the function that saved it")
+    return path, blob

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint_of_kind, save_checkpoint
 from .evaluate import Accuracy, evaluate_accuracy, query_accuracy
 from .tasks import EpisodeSampler, Task
 from .train import History, TrainConfig, meta_train
@@ -48,6 +48,8 @@ class MetricConfig:
         split: "vinyals" (rotations as new classes) or "lake" (30 background alphabets, no rotations
             unless ``rotations``).
         rotations: override the split's default (None: vinyals yes, lake no).
+        within_alphabet: all N classes of a training episode come from one alphabet (Lake et al.'s test
+            protocol, applied to training: characters that share a style must be told apart).
         cosine_decay: anneal the learning rate to 0 along a cosine over ``train.steps``.
         val_ways, val_episodes: validation (split's ``val`` part, 1-shot) at each ``train.eval_every``.
         train: outer loop; ``meta_batch`` is episodes per Adam step (the papers use 1).
@@ -62,6 +64,7 @@ class MetricConfig:
     fce: bool = False
     split: str = "vinyals"
     rotations: bool | None = None
+    within_alphabet: bool = False
     cosine_decay: bool = True
     val_ways: int = 20
     val_episodes: int = 100
@@ -102,6 +105,8 @@ EXPERIMENTS = {
     "protonet_dot_1shot": MetricConfig("protonet", 20, 1, 5, similarity="dot", train=dataclasses.replace(_SHORT, steps=2000)),
     "matching_1shot": MetricConfig("matching", 20, 1, 5, train=_SHORT),
     "protonet_lake": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, train=_SHORT),
+    "protonet_lake_within": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, within_alphabet=True,
+                                         train=_SHORT),
 }
 
 
@@ -120,7 +125,8 @@ def _splits(cfg: MetricConfig, device, data=None):
 
     data = data if data is not None else load_omniglot()
     kw = dict(rotations=cfg.rotations, device=device)
-    return omniglot_split(data, cfg.split, "train", **kw), omniglot_split(data, cfg.split, "val", **kw)
+    train = omniglot_split(data, cfg.split, "train", **kw)
+    return train, omniglot_split(data, cfg.split, "val", **kw), data.alphabet.to(device)[train.char_index]
 
 
 def train_metric(cfg: MetricConfig, train_split=None, val_split=None, *, device=None, progress: bool = True,
@@ -138,11 +144,16 @@ def train_metric(cfg: MetricConfig, train_split=None, val_split=None, *, device=
     """
     from .device import get_device
 
+    groups = None
     if train_split is None:
-        train_split, val_split = _splits(cfg, device or get_device())
+        train_split, val_split, groups = _splits(cfg, device or get_device())
+    elif cfg.within_alphabet:
+        raise ValueError("within_alphabet training needs the alphabets of the classes: let train_metric load the "
+                         "split (train_split=None)")
     device = train_split.images.device
     model = build_model(cfg).to(device)
-    sampler = EpisodeSampler(train_split, cfg.n_way, cfg.k_shot, cfg.n_query, seed=cfg.train.seed)
+    sampler = EpisodeSampler(train_split, cfg.n_way, cfg.k_shot, cfg.n_query, seed=cfg.train.seed,
+                             groups=groups if cfg.within_alphabet else None)
 
     def step_loss(task: Task):
         logits = model(task)  # (B, N*Q, N)
@@ -186,19 +197,8 @@ def load_metric(path: str | Path, device: str | torch.device = "cpu") -> tuple[t
     A bare name ("protonet_1shot" or "protonet_1shot.pt") is looked up in ``data/checkpoints/`` when it
     is not found as given.
     """
-    from .checkpoint import checkpoint_dir
-
-    path = Path(path)
-    if not path.exists() and not path.is_absolute():
-        for candidate in (checkpoint_dir() / path, checkpoint_dir() / f"{path}.pt"):
-            if candidate.exists():
-                path = candidate
-                break
-    blob = load_checkpoint(path)
+    _, blob = load_checkpoint_of_kind(path, "metric", "metalib.metric_train.save_metric")
     meta = blob["meta"]
-    if meta.get("kind") != "metric" or "config" not in meta:
-        raise ValueError(f"{path} was not written by metalib.metric_train.save_metric (no ProtoNet/Matching "
-                         f"config in its metadata); load it with the function that saved it")
     model = build_model(MetricConfig.from_dict(meta["config"]))
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval(), meta

@@ -17,9 +17,13 @@ from torch import nn
 __all__ = ["Conv4", "MLP", "conv_block"]
 
 
-def conv_block(c_in: int, c_out: int, batch_norm: bool = True) -> nn.Sequential:
-    """3x3 conv (padding 1) -> BatchNorm (optional) -> ReLU -> 2x2 max-pool."""
-    norm = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
+def conv_block(c_in: int, c_out: int, batch_norm: bool = True, running_stats: bool = True) -> nn.Sequential:
+    """3x3 conv (padding 1) -> BatchNorm (optional) -> ReLU -> 2x2 max-pool.
+
+    ``running_stats=False``: BatchNorm always normalises with the statistics of the batch it sees
+    (no buffers, no hidden state; MAML's transductive BatchNorm, notebook 05).
+    """
+    norm = nn.BatchNorm2d(c_out, track_running_stats=running_stats) if batch_norm else nn.Identity()
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), norm, nn.ReLU(inplace=False), nn.MaxPool2d(2))
 
 
@@ -32,16 +36,18 @@ class Conv4(nn.Module):
         n_classes: if given, add a linear head producing that many logits.
         batch_norm: False drops BatchNorm (for nets trained on a handful of images, or
             vectorised over tasks with ``torch.func.vmap``).
+        running_stats: False: BatchNorm keeps no running statistics and always uses the batch's
+            (MAML, `metalib.maml`: each task is normalised by its own statistics).
 
     Shapes:
         input (..., C, H, W) with any number of leading dims; output (..., 64) or (..., n_classes).
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 64, n_classes: int | None = None,
-                 batch_norm: bool = True):
+                 batch_norm: bool = True, running_stats: bool = True):
         super().__init__()
-        self.features = nn.Sequential(conv_block(in_channels, hidden, batch_norm),
-                                      *(conv_block(hidden, hidden, batch_norm) for _ in range(3)))
+        self.features = nn.Sequential(conv_block(in_channels, hidden, batch_norm, running_stats),
+                                      *(conv_block(hidden, hidden, batch_norm, running_stats) for _ in range(3)))
         self.head = nn.Linear(hidden, n_classes) if n_classes else None
         self.out_dim = n_classes or hidden
 

@@ -102,7 +102,9 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
 
     Args:
         model: holds every meta-parameter (an ``nn.Module``; a ParameterDict works too).
-        step_loss: maps a meta-batch to (scalar meta-loss, dict of float metrics).
+        step_loss: maps a meta-batch to (scalar meta-loss, dict of float metrics). A loss that does
+            not require grad means step_loss has already accumulated the gradients itself (e.g. MAML
+            calling ``backward()`` task by task to keep one task's graph in memory at a time).
         sample: maps a batch size to a meta-batch: a `Task` (e.g. ``EpisodeSampler.sample``) or
             anything ``step_loss`` accepts (the pre-training baseline passes (x, y) tuples).
         cfg: a `TrainConfig`.
@@ -128,13 +130,18 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
     bar = tqdm(range(1, cfg.steps + 1), desc=desc, disable=not progress)
     try:
         for step in bar:
+            opt.zero_grad(set_to_none=True)
             loss, metrics = step_loss(sample(cfg.meta_batch))
             metrics = _floats(metrics, RESERVED, "step_loss")
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrainingDiverged(_diverged_message(step, value, cfg, history), history)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss.requires_grad:  # otherwise step_loss has already put the gradients in .grad
+                loss.backward()
+            elif all(p.grad is None for p in model.parameters()):
+                raise RuntimeError("step_loss returned a loss that does not require grad and left no gradient "
+                                   "in the model's parameters: return the loss with its graph (do not detach "
+                                   "it), or call backward() inside step_loss")
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()

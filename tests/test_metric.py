@@ -185,3 +185,21 @@ def test_load_refuses_other_checkpoints(tmp_path):
         load_metric(tmp_path / "x.pt")
     save_metric(build_model(MetricConfig(hidden=8)), MetricConfig(hidden=8), tmp_path / "p.pt")
     assert isinstance(load_metric(tmp_path / "p.pt")[0], ProtoNet)
+
+
+def test_within_alphabet_training_draws_each_episode_from_one_alphabet(monkeypatch, vinyals_small):
+    recorded = []
+    original = EpisodeSampler.sample_with_classes
+
+    def spy(self, batch_size, generator=None):
+        task, classes = original(self, batch_size, generator)
+        recorded.append(None if self.groups is None else self.groups[classes])  # (B, N) alphabet ids
+        return task, classes
+
+    monkeypatch.setattr(EpisodeSampler, "sample_with_classes", spy)
+    cfg = MetricConfig("protonet", 5, 1, 2, hidden=8, split="lake", rotations=True, within_alphabet=True,
+                       val_episodes=0, train=TrainConfig(steps=3, meta_batch=2, eval_every=0))
+    train_metric(cfg, device="cpu", progress=False)
+    assert len(recorded) == 3 and all(g is not None and bool((g == g[:, :1]).all()) for g in recorded)
+    with pytest.raises(ValueError, match="within_alphabet"):
+        train_metric(cfg, *vinyals_small, progress=False)

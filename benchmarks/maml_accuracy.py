@@ -1,0 +1,117 @@
+"""MAML family accuracy: Omniglot 5-way 1-shot (MAML, FOMAML, ANIL, Reptile) and sinusoid regression.
+
+Trains (``--retrain NAME ...``) or loads the shipped checkpoints ``data/checkpoints/<NAME>.pt`` (names in
+`metalib.maml_train.EXPERIMENTS`), then measures on held-out tasks, the same tasks for every model:
+
+* Omniglot (Vinyals split, rotations; 600 test episodes with 15 queries per class, mean ± 95% CI):
+  query accuracy after 0, 1, 3 and 5 inner steps (α as in training);
+* sinusoids (600 held-out tasks, 100 query points each): MSE after 0, 1 and 10 gradient steps with
+  K = 5 and K = 10 support points, MAML against the network pre-trained jointly on all tasks (the
+  MAML paper's Fig. 2 comparison; both adapt with the same α).
+
+Run: ``python benchmarks/maml_accuracy.py [--retrain NAME ...] [--episodes 600] [--out FILE]``
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import metalib
+from metalib.checkpoint import checkpoint_dir
+from metalib.maml_train import EXPERIMENTS, MAMLConfig, evaluate_maml, load_maml, task_sampler, train_maml
+from _report import emit  # benchmarks/_report.py (scripts run from this folder)
+
+OMNI_STEPS = (0, 1, 3, 5)
+SINE_STEPS = (0, 1, 10)
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"python {platform.python_version()}")
+
+
+def retrain(name: str, device, data) -> None:
+    cfg = metalib.maybe_quick(EXPERIMENTS[name])
+    load = os.getloadavg()[0]
+    path = checkpoint_dir() / f"{name}.pt"
+    print(f"training {name} (load average {load:.2f}): {cfg}", flush=True)
+    _, history = train_maml(cfg, device=device, data=data, progress=False, log=lambda s: print(s, flush=True),
+                            checkpoint=path, command=f"python benchmarks/maml_accuracy.py --retrain {name}",
+                            load_average_at_start=load, date=str(datetime.date.today()))
+    print(f"trained {name}: {len(history.train)} of {cfg.train.steps} steps ({history.stopped}) in "
+          f"{history.train[-1]['time'] if history.train else 0:.0f} s -> {path}", flush=True)
+
+
+def fmt(mean: float, ci: float, pct: bool) -> str:
+    return f"{100 * mean:.1f} ± {100 * ci:.1f}" if pct else f"{mean:.3f} ± {ci:.3f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--retrain", nargs="*", default=None, help="train these experiments again (none named: all)")
+    ap.add_argument("--episodes", type=int, default=600, help="test tasks per model")
+    ap.add_argument("--out", default=None, help="also write the tables (markdown) to this file")
+    args = ap.parse_args()
+    device = metalib.get_device()
+    print(f"Machine: {machine()}; device {device}; load average {os.getloadavg()[0]:.2f}.", flush=True)
+    names = list(EXPERIMENTS)
+    if args.retrain is not None:
+        unknown = sorted(set(args.retrain) - set(names))
+        if unknown:
+            ap.error(f"unknown experiments {unknown}; choose from {names}")
+        names = args.retrain or names
+    needs_omniglot = any(EXPERIMENTS[n].dataset == "omniglot" for n in names)
+    data = metalib.load_omniglot() if needs_omniglot else None
+    for name in names if args.retrain is not None else []:
+        retrain(name, device, data)
+
+    omni = ["| model | training | train wall | " + " | ".join(f"{s} steps" for s in OMNI_STEPS) + " |",
+            "|---" * (3 + len(OMNI_STEPS)) + "|"]
+    sine = ["| model | training | train wall | K | " + " | ".join(f"MSE after {s}" for s in SINE_STEPS) + " |",
+            "|---" * (4 + len(SINE_STEPS)) + "|"]
+    for name in names:
+        path = checkpoint_dir() / f"{name}.pt"
+        if not path.is_file():
+            print(f"skip {name}: no checkpoint {path} (train it with --retrain {name})", flush=True)
+            continue
+        learner, meta = load_maml(path, device)
+        cfg = MAMLConfig.from_dict(meta["config"])
+        hist = meta.get("history", {})
+        done = f"{len(hist.get('train', []))} steps of {cfg.train.meta_batch} tasks ({hist.get('stopped', '?')})"
+        wall = f"{meta.get('train_seconds', float('nan')) / 60:.1f} min"
+        t0 = time.perf_counter()
+        if cfg.dataset == "omniglot":
+            test_cfg = dataclasses.replace(cfg, n_query=15)
+            res = evaluate_maml(learner, task_sampler(test_cfg, "test", device=device, data=data, seed=0),
+                                steps=OMNI_STEPS, episodes=args.episodes)
+            omni.append(f"| {name} | {cfg.method}, α {cfg.inner_lr}, {cfg.inner_steps} inner step(s); {done} | {wall} | "
+                        + " | ".join(fmt(*res[s], True) for s in OMNI_STEPS) + " |")
+        else:
+            for k in (5, 10):
+                test_cfg = dataclasses.replace(cfg, k_shot=k, n_query=100)
+                res = evaluate_maml(learner, task_sampler(test_cfg, "test", device=device, seed=0),
+                                    steps=SINE_STEPS, episodes=args.episodes, batch_size=100)
+                sine.append(f"| {name} | {cfg.method}, α {cfg.inner_lr}; {done} | {wall} | {k} | "
+                            + " | ".join(fmt(*res[s], False) for s in SINE_STEPS) + " |")
+        print(f"{name}: evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
+    text = "\n".join([f"Machine: {machine()}; device {device}; {datetime.date.today()}.", "",
+                      f"Omniglot 5-way 1-shot, {args.episodes} test episodes (15 queries per class), query accuracy "
+                      "(%, mean ± 95% CI) after n inner steps:", "", *omni, "",
+                      f"Sinusoid regression, {args.episodes} held-out tasks with 100 query points, MSE (mean ± 95% CI) "
+                      "after n gradient steps on K support points:", "", *sine, "",
+                      "Command: python benchmarks/maml_accuracy.py " + " ".join(sys.argv[1:])])
+    emit(text, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
