@@ -51,8 +51,11 @@ def retrain(name: str, device, data) -> None:
           f"{history.train[-1]['time'] if history.train else 0:.0f} s -> {path}", flush=True)
 
 
-def fmt(mean: float, ci: float, pct: bool) -> str:
-    return f"{100 * mean:.1f} ± {100 * ci:.1f}" if pct else f"{mean:.3f} ± {ci:.3f}"
+def fmt(score, pct: bool) -> str:
+    """mean ± CI (regression: and the median; and the tasks whose adaptation diverged, if any)."""
+    text = (f"{100 * score.mean:.1f} ± {100 * score.ci95:.1f}" if pct
+            else f"{score.mean:.3f} ± {score.ci95:.3f} (median {score.median:.3f})")
+    return text + (f"; {score.diverged} diverged" if score.diverged else "")
 
 
 def main() -> int:
@@ -94,20 +97,22 @@ def main() -> int:
             res = evaluate_maml(learner, task_sampler(test_cfg, "test", device=device, data=data, seed=0),
                                 steps=OMNI_STEPS, episodes=args.episodes)
             omni.append(f"| {name} | {cfg.method}, α {cfg.inner_lr}, {cfg.inner_steps} inner step(s); {done} | {wall} | "
-                        + " | ".join(fmt(*res[s], True) for s in OMNI_STEPS) + " |")
+                        + " | ".join(fmt(res[s], True) for s in OMNI_STEPS) + " |")
         else:
             for k in (5, 10):
                 test_cfg = dataclasses.replace(cfg, k_shot=k, n_query=100)
                 res = evaluate_maml(learner, task_sampler(test_cfg, "test", device=device, seed=0),
                                     steps=SINE_STEPS, episodes=args.episodes, batch_size=100)
                 sine.append(f"| {name} | {cfg.method}, α {cfg.inner_lr}; {done} | {wall} | {k} | "
-                            + " | ".join(fmt(*res[s], False) for s in SINE_STEPS) + " |")
+                            + " | ".join(fmt(res[s], False) for s in SINE_STEPS) + " |")
         print(f"{name}: evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
     text = "\n".join([f"Machine: {machine()}; device {device}; {datetime.date.today()}.", "",
                       f"Omniglot 5-way 1-shot, {args.episodes} test episodes (15 queries per class), query accuracy "
                       "(%, mean ± 95% CI) after n inner steps:", "", *omni, "",
                       f"Sinusoid regression, {args.episodes} held-out tasks with 100 query points, MSE (mean ± 95% CI) "
                       "after n gradient steps on K support points:", "", *sine, "",
+                      "Regression cells: mean ± 95% CI over the tasks whose adaptation stayed finite, the median, and "
+                      "the number of tasks (of the total) where it diverged to inf/NaN.", "",
                       "Command: python benchmarks/maml_accuracy.py " + " ".join(sys.argv[1:])])
     emit(text, args.out)
     return 0
