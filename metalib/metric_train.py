@@ -105,6 +105,7 @@ EXPERIMENTS = {
     "protonet_dot_1shot": MetricConfig("protonet", 20, 1, 5, similarity="dot", train=dataclasses.replace(_SHORT, steps=2000)),
     "matching_1shot": MetricConfig("matching", 20, 1, 5, train=_SHORT),
     "protonet_lake": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, train=_SHORT),
+    # Lake protocol, trained within alphabets too (not shipped yet: train it with the command above)
     "protonet_lake_within": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, within_alphabet=True,
                                          train=_SHORT),
 }
