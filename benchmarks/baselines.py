@@ -20,7 +20,7 @@ import torch
 import metalib
 from metalib import baselines as bl
 from metalib.checkpoint import checkpoint_dir
-from _report import emit  # benchmarks/_report.py (scripts run from this folder)
+from _report import cpu_name, emit  # benchmarks/_report.py (scripts run from this folder)
 
 
 def main() -> int:
@@ -60,7 +60,7 @@ def main() -> int:
             acc = metalib.evaluate_accuracy(fn, sampler, episodes=args.episodes, batch_size=50, desc=name)
             rows.append((f"5-way {k_shot}-shot", name, acc, time.perf_counter() - start))
             print(rows[-1][0], name, acc, f"{rows[-1][3]:.0f} s", flush=True)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = cpu_name()
     lines = [f"Machine: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, device {device}, "
              f"python {platform.python_version()}. Backbone: {meta.get('command')} "
              f"({meta.get('train_minutes', float('nan')):.1f} min on {meta.get('device')}).", "",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,8 @@ import metalib
 from metalib.blackbox_train import (EXPERIMENTS, BlackBoxConfig, checkpoint_name, load_blackbox, prototype_predict,
                                     save_blackbox, train_blackbox)
 from metalib.checkpoint import checkpoint_dir
-from _report import emit  # benchmarks/_report.py (scripts run from this folder)
+import _report  # benchmarks/_report.py (scripts run from this folder)
+from _report import emit
 
 TARGETS = {"lstm_2w1s": "> 90%", "lstm_2w2s": "> 90%", "lstm_3w1s": "≈ 80%", "lstm_4w1s": "> 60%",
            "attention_5w1s": "≥ 90%"}
@@ -35,9 +35,7 @@ SHOTS = (1, 2, 5, 10)  # the trade-off table: test shots for learners trained wi
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-            f"python {platform.python_version()}, load average at start {os.getloadavg()[0]:.2f}")
+    return f"{_report.machine()}, load average at start {os.getloadavg()[0]:.2f}"
 
 
 def retrain(name: str, train, val, test, episodes: int, folder) -> None:

@@ -17,26 +17,17 @@ import argparse
 import dataclasses
 import datetime
 import os
-import platform
 import sys
 import time
-from pathlib import Path
 
-import torch
 
 import metalib
 from metalib.checkpoint import checkpoint_dir
 from metalib.maml_train import EXPERIMENTS, MAMLConfig, evaluate_maml, load_maml, task_sampler, train_maml
-from _report import emit  # benchmarks/_report.py (scripts run from this folder)
+from _report import emit, machine  # benchmarks/_report.py (scripts run from this folder)
 
 OMNI_STEPS = (0, 1, 3, 5)
 SINE_STEPS = (0, 1, 10)
-
-
-def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-            f"python {platform.python_version()}")
 
 
 def retrain(name: str, device, data) -> None:

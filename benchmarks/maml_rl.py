@@ -32,7 +32,7 @@ from metalib.checkpoint import checkpoint_dir
 from metalib.rl.maml_rl import GaussianMLPPolicy
 from metalib.rl.maml_rl_train import MAMLRLConfig, evaluate_adaptation, load_maml_policy, save_maml_policy, train_maml_rl
 from metalib.rl.nav2d import STAY_AT_ORIGIN, Nav2D, oracle_action, play
-from _report import emit  # benchmarks/_report.py (scripts run from this folder)
+from _report import cpu_name, emit  # benchmarks/_report.py (scripts run from this folder)
 
 MAML_CKPT, PRE_CKPT = "maml_rl_nav2d.pt", "maml_rl_pretrained_nav2d.pt"
 CONFIG = MAMLRLConfig()
@@ -111,7 +111,7 @@ def results_table(n_goals: int) -> str:
         lines.append(row(f"{name} (α {' / '.join(f'{lr:g}' for lr in lrs)}: the best for 1 / 2 / 3 steps)",
                          *tuned_curve(pol, cfg, goals, lrs)))
     oracle = play(env, goals, lambda p: oracle_action(env, goals, p)).sum(1).mean().item()
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = cpu_name()
     head = (f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
             f"device cpu, python {platform.python_version()}, load average now {os.getloadavg()[0]:.1f}. "
             f"{n_goals} held-out goals, K = {cfg.trajectories} trajectories per step; mean return ± s.e. over goals. "

@@ -25,7 +25,6 @@ import copy
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metalib.nets import Conv4  # noqa: E402
-from metalib.profiling import MemoryTracker  # noqa: E402
+from metalib.profiling import MemoryTracker, measure  # noqa: E402
 
 ALPHA = 0.4
 
@@ -177,15 +176,8 @@ def worker(name: str, setup: str, k: int, repeats: int, out: str) -> None:
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     """Best float32 GFLOP/s of an n x n matmul on this machine (the roofline the meta-step is compared with)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    a @ b  # warm-up
+    return 2 * n ** 3 / measure(lambda: a @ b, repeats=repeats).seconds / 1e9
 
 
 def main() -> int:
@@ -210,7 +202,7 @@ def main() -> int:
         return 0
 
     import metalib
-    from _report import emit
+    from _report import cpu_name, emit
 
     torch.manual_seed(0)
     data = metalib.load_omniglot()
@@ -224,7 +216,7 @@ def main() -> int:
     ).returncode == 0
     names = args.contenders or [n for n in CONTENDERS if n != "learn2learn MAML" or l2l_ok]
     peak = matmul_peak()
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = cpu_name()
     lines = [f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
              f"CPU, float32; {datetime.date.today()}; load average at start {os.getloadavg()[0]:.2f}; "
              f"matmul peak {peak:.0f} GFLOP/s (2048², float32). learn2learn: "

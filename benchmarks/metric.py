@@ -12,29 +12,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 import metalib
 from metalib.checkpoint import checkpoint_dir
 from metalib.metric_train import EXPERIMENTS, evaluate_model, load_metric, test_sampler, train_metric
-from _report import emit  # benchmarks/_report.py (scripts run from this folder)
+from _report import emit, machine  # benchmarks/_report.py (scripts run from this folder)
 
 PAPER = {"protonet": {(5, 1): 98.8, (5, 5): 99.7, (20, 1): 96.0, (20, 5): 98.9},
          "matching": {(5, 1): 98.1, (5, 5): 98.9, (20, 1): 93.8, (20, 5): 98.5}}
 LAKE_PUBLISHED = "humans 4.5%, ConvNet 13.5% (Lake et al. 2015), Siamese nets 8.0% (Koch et al. 2015)"
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
-
-
-def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-            f"python {platform.python_version()}")
 
 
 def retrain(name: str, folder: Path, episodes: int) -> None:
