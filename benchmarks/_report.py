@@ -25,6 +25,7 @@ def cpu_name() -> str:
 
 
 def machine() -> str:
-    """CPU, cores, torch threads and versions: the machine line of the results tables."""
+    """CPU, cores, torch threads, versions and the GPU if any: the machine line of the results tables."""
+    gpu = f", GPU {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})" if torch.cuda.is_available() else ""
     return (f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-            f"python {platform.python_version()}")
+            f"python {platform.python_version()}{gpu}")

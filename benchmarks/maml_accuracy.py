@@ -30,14 +30,17 @@ OMNI_STEPS = (0, 1, 3, 5)
 SINE_STEPS = (0, 1, 10)
 
 
-def retrain(name: str, device, data) -> None:
+def retrain(name: str, device, data, time_budget: float | None = None) -> None:
     cfg = metalib.maybe_quick(EXPERIMENTS[name])
+    if time_budget is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_budget=time_budget))
     load = os.getloadavg()[0]
     path = checkpoint_dir() / f"{name}.pt"
     print(f"training {name} (load average {load:.2f}): {cfg}", flush=True)
+    budget = f" --time-budget {time_budget:g}" if time_budget is not None else ""
     _, history = train_maml(cfg, device=device, data=data, progress=False, log=lambda s: print(s, flush=True),
-                            checkpoint=path, command=f"python benchmarks/maml_accuracy.py --retrain {name}",
-                            load_average_at_start=load, date=str(datetime.date.today()))
+                            checkpoint=path, command=f"python benchmarks/maml_accuracy.py --retrain {name}{budget}",
+                            load_average_at_start=load, date=str(datetime.date.today()), machine=machine())
     print(f"trained {name}: {len(history.train)} of {cfg.train.steps} steps ({history.stopped}) in "
           f"{history.train[-1]['time'] if history.train else 0:.0f} s -> {path}", flush=True)
 
@@ -54,6 +57,8 @@ def main() -> int:
     ap.add_argument("--retrain", nargs="*", default=None, help="train these experiments again (none named: all)")
     ap.add_argument("--episodes", type=int, default=600, help="test tasks per model")
     ap.add_argument("--out", default=None, help="also write the tables (markdown) to this file")
+    ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                    help="stop each --retrain run after this much wall time (it is saved as usual)")
     args = ap.parse_args()
     device = metalib.get_device()
     print(f"Machine: {machine()}; device {device}; load average {os.getloadavg()[0]:.2f}.", flush=True)
@@ -66,10 +71,10 @@ def main() -> int:
     needs_omniglot = any(EXPERIMENTS[n].dataset == "omniglot" for n in names)
     data = metalib.load_omniglot() if needs_omniglot else None
     for name in names if args.retrain is not None else []:
-        retrain(name, device, data)
+        retrain(name, device, data, args.time_budget)
 
-    omni = ["| model | training | train wall | " + " | ".join(f"{s} steps" for s in OMNI_STEPS) + " |",
-            "|---" * (3 + len(OMNI_STEPS)) + "|"]
+    omni = ["| model | test | training | train wall | " + " | ".join(f"{s} steps" for s in OMNI_STEPS) + " |",
+            "|---" * (4 + len(OMNI_STEPS)) + "|"]
     sine = ["| model | training | train wall | K | " + " | ".join(f"MSE after {s}" for s in SINE_STEPS) + " |",
             "|---" * (4 + len(SINE_STEPS)) + "|"]
     for name in names:
@@ -81,13 +86,14 @@ def main() -> int:
         cfg = MAMLConfig.from_dict(meta["config"])
         hist = meta.get("history", {})
         done = f"{len(hist.get('train', []))} steps of {cfg.train.meta_batch} tasks ({hist.get('stopped', '?')})"
-        wall = f"{meta.get('train_seconds', float('nan')) / 60:.1f} min"
+        wall = f"{meta.get('train_seconds', float('nan')) / 60:.1f} min on {meta.get('device', '?')}"
         t0 = time.perf_counter()
         if cfg.dataset == "omniglot":
             test_cfg = dataclasses.replace(cfg, n_query=15)
             res = evaluate_maml(learner, task_sampler(test_cfg, "test", device=device, data=data, seed=0),
                                 steps=OMNI_STEPS, episodes=args.episodes)
-            omni.append(f"| {name} | {cfg.method}, α {cfg.inner_lr}, {cfg.inner_steps} inner step(s); {done} | {wall} | "
+            omni.append(f"| {name} | {cfg.n_way}-way {cfg.k_shot}-shot | {cfg.method}, α {cfg.inner_lr}, {cfg.inner_steps} "
+                        f"inner step(s); {done} | {wall} | "
                         + " | ".join(fmt(res[s], True) for s in OMNI_STEPS) + " |")
         else:
             for k in (5, 10):
@@ -98,7 +104,7 @@ def main() -> int:
                             + " | ".join(fmt(res[s], False) for s in SINE_STEPS) + " |")
         print(f"{name}: evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
     text = "\n".join([f"Machine: {machine()}; device {device}; {datetime.date.today()}.", "",
-                      f"Omniglot 5-way 1-shot, {args.episodes} test episodes (15 queries per class), query accuracy "
+                      f"Omniglot N-way 1-shot, {args.episodes} test episodes (15 queries per class), query accuracy "
                       "(%, mean ± 95% CI) after n inner steps:", "", *omni, "",
                       f"Sinusoid regression, {args.episodes} held-out tasks with 100 query points, MSE (mean ± 95% CI) "
                       "after n gradient steps on K support points:", "", *sine, "",

@@ -9,14 +9,21 @@ initial weights and the same 32 tasks, and reports:
 * peak memory of the tensors alive during one meta-step (`metalib.profiling.MemoryTracker`);
 * FLOPs of one meta-step (``torch.utils.flop_counter``), hence the achieved GFLOP/s, against the
   machine's float32 matmul peak measured in the same run;
-* the relative L2 error of its meta-gradient against metalib's per-task loop.
+* the relative L2 error of its meta-gradient against metalib's per-task loop, and against the same
+  meta-gradient computed in float64 (each contender's own float32 rounding error).
 
 learn2learn runs from its own environment (``--l2l-python``, e.g. ``.venv-l2l/bin/python``; see
 README "MAML speed" for how to build it) with ``l2l.algorithms.MAML`` exactly as its Omniglot example
 uses it: ``clone()``, ``adapt()`` per task, one ``backward()`` per task. Without learn2learn, the row
 "clone-and-adapt" reproduces that algorithm plainly (deep copy per task, autograd.grad, backward per task).
 
-Run: ``python benchmarks/maml_speed.py [--ks 1 5] [--tasks 32] [--repeats 3] [--l2l-python PATH] [--out FILE]``
+On a GPU (``--device cuda``, the default where one exists) every timed step ends with
+``torch.cuda.synchronize()``, and the peak is float32 matmul (TF32 off) on that GPU. ``--l2l-path DIR``
+puts a folder holding learn2learn's source first on the path (for a machine without its wheel: only
+``algorithms/maml.py``, ``algorithms/base_learner.py`` and ``utils`` are imported).
+
+Run: ``python benchmarks/maml_speed.py [--ks 1 5] [--tasks 32] [--repeats 3] [--device D] [--l2l-python PATH]
+[--l2l-path DIR] [--out FILE]``
 """
 from __future__ import annotations
 
@@ -84,7 +91,7 @@ def import_l2l_maml():
     try:
         import learn2learn
         return learn2learn.algorithms.MAML
-    except ImportError:
+    except Exception:  # ImportError, or a vision/gym dependency broken in other ways
         for name in [m for m in sys.modules if m.startswith("learn2learn")]:
             del sys.modules[name]
     root = Path(importlib.util.find_spec("learn2learn").submodule_search_locations[0])
@@ -143,41 +150,75 @@ CONTENDERS = {
 }
 
 
-def worker(name: str, setup: str, k: int, repeats: int, out: str) -> None:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def worker(name: str, setup: str, k: int, repeats: int, out: str, device: str) -> None:
     """Measure one contender in this (fresh) process and write a JSON result plus its meta-gradient."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    dev = torch.device(device)
+    torch.backends.cudnn.allow_tf32 = False  # float32 convolutions on a GPU too: the gradients are compared
     blob = torch.load(setup, weights_only=True)
     from metalib.tasks import Task
-    task = Task(*blob["task"])
-    net = _model(blob["state"])
+    task = Task(*blob["task"]).to(dev)
+    net = _model(blob["state"]).to(dev)
     run = CONTENDERS[name]()
 
     def step():
         net.zero_grad(set_to_none=True)
         run(net, task, k)
+        _sync(dev)
 
     step()  # warm-up; its gradient is the one compared
-    grad = torch.cat([p.grad.flatten() for p in net.parameters()])
+    grad = torch.cat([p.grad.flatten() for p in net.parameters()]).cpu()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    with MemoryTracker() as mem:
+    if dev.type == "cuda":  # the allocator's own counter: no per-operator bookkeeping on a fast device
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
         step()
-    with FlopCounterMode(display=False) as flops:
-        step()
+        peak = torch.cuda.max_memory_allocated(dev) - base
+    else:
+        with MemoryTracker() as mem:
+            step()
+        peak = mem.peak
+    total = None
+    if name == REFERENCE:  # every row uses the reference's count (the same computation)
+        with FlopCounterMode(display=False) as flops:
+            step()
+        total = flops.get_total_flops()
     torch.save(grad, out + ".grad")
-    Path(out).write_text(json.dumps({"seconds": statistics.median(times), "all": times, "peak": mem.peak,
-                                     "flops": flops.get_total_flops()}))
+    Path(out).write_text(json.dumps({"seconds": statistics.median(times), "all": times, "peak": peak,
+                                     "flops": total}))
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Best float32 GFLOP/s of an n x n matmul on this machine (the roofline the meta-step is compared with)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    return 2 * n ** 3 / measure(lambda: a @ b, repeats=repeats).seconds / 1e9
+def exact_grad(setup: str, k: int) -> torch.Tensor:
+    """The meta-gradient in float64 (CPU, per-task loop): what every float32 contender approximates."""
+    from metalib.maml_train import MAMLLearner
+    from metalib.tasks import Task
+
+    blob = torch.load(setup, weights_only=True)
+    xs, ys, xq, yq = blob["task"]
+    net = _model(blob["state"]).double()
+    MAMLLearner(net, "maml", ALPHA, k, strategy="loop", chunk=1).meta_backward(Task(xs.double(), ys, xq.double(), yq))
+    return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """Best float32 GFLOP/s of an n x n matmul on ``device`` (the roofline the meta-step is compared with)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+
+    def product():
+        a @ b
+        _sync(device)
+    product()  # warm-up
+    return 2 * n ** 3 / measure(product, repeats=repeats).seconds / 1e9
 
 
 def main() -> int:
@@ -188,6 +229,8 @@ def main() -> int:
     ap.add_argument("--contenders", nargs="+", default=None, help=f"subset of {list(CONTENDERS)}")
     ap.add_argument("--l2l-python", default=str(ROOT / ".venv-l2l/bin/python"),
                     help="python of an environment with learn2learn installed")
+    ap.add_argument("--device", default=None, help="cpu, cuda, ... (default: metalib.get_device())")
+    ap.add_argument("--l2l-path", default=None, help="folder put first on learn2learn's PYTHONPATH (its source)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--check-l2l", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -198,11 +241,14 @@ def main() -> int:
         import_l2l_maml()
         return 0
     if args.worker:
-        worker(args.worker, args.setup, args.ks[0], args.repeats, args.result)
+        worker(args.worker, args.setup, args.ks[0], args.repeats, args.result, args.device or "cpu")
         return 0
 
     import metalib
     from _report import cpu_name, emit
+
+    device = metalib.get_device(args.device)
+    l2l_env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (args.l2l_path, str(ROOT)) if p)}
 
     torch.manual_seed(0)
     data = metalib.load_omniglot()
@@ -212,26 +258,27 @@ def main() -> int:
     setup = str(tmp / "setup.pt")
     torch.save({"state": Conv4(hidden=64, n_classes=5, running_stats=False).state_dict(), "task": list(task)}, setup)
     l2l_ok = Path(args.l2l_python).exists() and subprocess.run(
-        [args.l2l_python, __file__, "--check-l2l"], capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
-    ).returncode == 0
+        [args.l2l_python, __file__, "--check-l2l"], capture_output=True, env=l2l_env).returncode == 0
     names = args.contenders or [n for n in CONTENDERS if n != "learn2learn MAML" or l2l_ok]
-    peak = matmul_peak()
-    cpu = cpu_name()
-    lines = [f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-             f"CPU, float32; {datetime.date.today()}; load average at start {os.getloadavg()[0]:.2f}; "
-             f"matmul peak {peak:.0f} GFLOP/s (2048², float32). learn2learn: "
+    gpu = device.type == "cuda"
+    peak = matmul_peak(device, n=8192 if gpu else 2048)
+    where = (f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), float32, TF32 off" if gpu
+             else "CPU, float32")
+    lines = [f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} "
+             f"threads), {where}; {datetime.date.today()}; load average at start {os.getloadavg()[0]:.2f}; "
+             f"matmul peak {peak:.0f} GFLOP/s ({8192 if gpu else 2048}², float32). learn2learn: "
              f"{'installed (' + args.l2l_python + ')' if l2l_ok else 'not installed: its algorithm is reproduced plainly'}.",
              "", f"Conv-4 (64), 5-way 1-shot, 15 queries/class, {args.tasks} tasks, second order, α = {ALPHA}:", "",
              "| k | contender | s / meta-step | × learn2learn | peak MiB | GFLOP / step | GFLOP/s | % of matmul peak "
-             "| rel. error vs reference |", "|---|---|---|---|---|---|---|---|---|"]
+             "| rel. error vs reference | rel. error vs float64 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for k in args.ks:
         results = {}
         for name in names:
             res = str(tmp / f"{abs(hash(name))}_{k}.json")
             py = args.l2l_python if name == "learn2learn MAML" else sys.executable
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            env = l2l_env if name == "learn2learn MAML" else {**os.environ, "PYTHONPATH": str(ROOT)}
             cmd = [py, __file__, "--worker", name, "--setup", setup, "--ks", str(k), "--repeats", str(args.repeats),
-                   "--result", res]
+                   "--result", res, "--device", str(device)]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode:
                 print(f"{name} (k={k}) failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -239,18 +286,23 @@ def main() -> int:
             results[name] = {**json.loads(Path(res).read_text()), "grad": torch.load(res + ".grad")}
             print(f"k={k} {name}: {results[name]['seconds']:.2f} s", flush=True)
         ref = results.get(REFERENCE, {}).get("grad")
+        exact = exact_grad(setup, k)
         model_flops = results.get(REFERENCE, {}).get("flops")
         base = results.get("learn2learn MAML") or results.get("clone-and-adapt (learn2learn's algorithm, plain)")
         for name, r in results.items():
             err = float((r["grad"] - ref).norm() / ref.norm()) if ref is not None else float("nan")
-            gf = (model_flops or r["flops"]) / 1e9  # the model's FLOPs (the counter ignores conv groups)
-            lines.append(f"| {k} | {name} | {r['seconds']:.2f} | {base['seconds'] / r['seconds']:.2f} | "
+            err64 = float((r["grad"].double() - exact).norm() / exact.norm())
+            gf = (model_flops or float("nan")) / 1e9  # the reference's FLOPs (the counter ignores conv groups)
+            ratio = f"{base['seconds'] / r['seconds']:.2f}" if base else "–"
+            lines.append(f"| {k} | {name} | {r['seconds']:.3f} | {ratio} | "
                          f"{r['peak'] / 2**20:.0f} | {gf:.1f} | {gf / r['seconds']:.1f} | "
-                         f"{100 * gf / r['seconds'] / peak:.0f}% | {err:.1e} |")
+                         f"{100 * gf / r['seconds'] / peak:.1f}% | {err:.1e} | {err64:.1e} |")
     lines += ["", "× learn2learn: how many times faster than learn2learn (or its plain reproduction) in this run. "
               "GFLOP / step: the reference's count (torch.utils.flop_counter), used for every row since it is the "
-              "same computation (the counter overcounts grouped convolutions). Peak MiB: tensors alive at once "
-              "during a meta-step (metalib.profiling.MemoryTracker). "
+              "same computation (the counter overcounts grouped convolutions). rel. error vs float64: against the "
+              "same meta-gradient computed in float64 (per-task loop), i.e. each contender's own rounding error. Peak MiB: tensors alive at once "
+              "during a meta-step (CPU: metalib.profiling.MemoryTracker; GPU: torch.cuda.max_memory_allocated "
+              "above what was allocated before the step). "
               "Command: python benchmarks/maml_speed.py " + " ".join(sys.argv[1:])]
     emit("\n".join(lines), args.out)
     return 0

@@ -11,6 +11,7 @@ Run: ``python benchmarks/metric.py [--retrain NAME ...] [--episodes 600] [--out 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -29,9 +30,12 @@ LAKE_PUBLISHED = "humans 4.5%, ConvNet 13.5% (Lake et al. 2015), Siamese nets 8.
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
 
 
-def retrain(name: str, folder: Path, episodes: int) -> None:
+def retrain(name: str, folder: Path, episodes: int, time_budget: float | None = None) -> None:
     """Train one experiment, save it with its command, wall time and 1-shot test accuracies."""
     cfg = metalib.maybe_quick(EXPERIMENTS[name])
+    if time_budget is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_budget=time_budget))
+    budget = f" --time-budget {time_budget:g}" if time_budget is not None else ""
     load = os.getloadavg()[0]
     model, history = train_metric(cfg, progress=sys.stderr.isatty(), log=lambda line: print(line, flush=True))
     seconds = history.train[-1]["time"] if history.train else 0.0
@@ -39,7 +43,8 @@ def retrain(name: str, folder: Path, episodes: int) -> None:
             for (n, k), sampler in _samplers(name)}
     from metalib.metric_train import save_metric
     save_metric(model, cfg, folder / f"{name}.pt", history=history.to_dict(), train_seconds=seconds,
-                command=f"python benchmarks/metric.py --retrain {name}", device=str(next(model.parameters()).device),
+                command=f"python benchmarks/metric.py --retrain {name}{budget}", machine=machine(),
+                device=str(next(model.parameters()).device),
                 load_average_at_start=load, test={k: [a.mean, a.ci95, a.episodes] for k, a in accs.items()})
     print(f"trained {name}: {len(history.train)} of {cfg.train.steps} steps ({history.stopped}) in {seconds:.0f} s "
           f"(load average {load:.2f}); " + ", ".join(f"{k} {a}" for k, a in accs.items()), flush=True)
@@ -59,6 +64,8 @@ def main(argv=None) -> int:
     parser.add_argument("--folder", default=str(checkpoint_dir()), help="checkpoint folder")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     parser.add_argument("--no-table", action="store_true", help="only retrain; skip measuring every checkpoint")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="stop each --retrain run after this much wall time (it is measured and saved as usual)")
     parser.add_argument("--stored", action="store_true",
                         help="print the table from the accuracies each checkpoint stored when --retrain measured it")
     args = parser.parse_args(argv)
@@ -67,7 +74,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     folder = Path(args.folder)
     for name in args.retrain or []:
-        retrain(name, folder, args.episodes)
+        retrain(name, folder, args.episodes, args.time_budget)
     if not args.no_table:
         emit(table(folder, args.episodes, stored=args.stored), args.out)
     return 0
@@ -91,7 +98,11 @@ def table(folder: Path, episodes: int, stored: bool = False) -> str:
         load = meta.get("load_average_at_start")
         time_s = (f"{meta.get('train_seconds', 0) / 60:.1f} min on {meta.get('device', '?')}"
                   + (f" (load {load:.1f} at start)" if load is not None else ""))
-        what = f"{cfg.n_way}-way {cfg.k_shot}-shot, {len(meta['history']['train'])} steps"
+        stopped = meta["history"].get("stopped", "finished")
+        what = (f"{cfg.n_way}-way {cfg.k_shot}-shot, {len(meta['history']['train'])} steps"
+                + (f" ({stopped})" if stopped != "finished" else "")
+                + (", within one alphabet" if cfg.within_alphabet else "")
+                + (", affine distortions" if getattr(cfg, "augment", False) else ""))
         cells = []
         for (n, k), sampler in _samplers(name):
             if stored:

@@ -50,6 +50,8 @@ class MetricConfig:
         rotations: override the split's default (None: vinyals yes, lake no).
         within_alphabet: all N classes of a training episode come from one alphabet (Lake et al.'s test
             protocol, applied to training: characters that share a style must be told apart).
+        augment: distort every training image with Koch et al.'s random affine transforms
+            (`metalib.augment`), sampled from a generator seeded by ``train.seed``.
         cosine_decay: anneal the learning rate to 0 along a cosine over ``train.steps``.
         val_ways, val_episodes: validation (split's ``val`` part, 1-shot) at each ``train.eval_every``.
         train: outer loop; ``meta_batch`` is episodes per Adam step (the papers use 1).
@@ -65,6 +67,7 @@ class MetricConfig:
     split: str = "vinyals"
     rotations: bool | None = None
     within_alphabet: bool = False
+    augment: bool = False
     cosine_decay: bool = True
     val_ways: int = 20
     val_episodes: int = 100
@@ -105,9 +108,12 @@ EXPERIMENTS = {
     "protonet_dot_1shot": MetricConfig("protonet", 20, 1, 5, similarity="dot", train=dataclasses.replace(_SHORT, steps=2000)),
     "matching_1shot": MetricConfig("matching", 20, 1, 5, train=_SHORT),
     "protonet_lake": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, train=_SHORT),
-    # Lake protocol, trained within alphabets too (not shipped yet: train it with the command above)
+    # Lake protocol, trained within alphabets too
     "protonet_lake_within": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, within_alphabet=True,
                                          train=_SHORT),
+    # ... and on Koch et al.'s affine distortions (same steps: the effect of the distortions alone)
+    "protonet_lake_within_aug": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, within_alphabet=True,
+                                             augment=True, train=_SHORT),
 }
 
 
@@ -156,7 +162,14 @@ def train_metric(cfg: MetricConfig, train_split=None, val_split=None, *, device=
     sampler = EpisodeSampler(train_split, cfg.n_way, cfg.k_shot, cfg.n_query, seed=cfg.train.seed,
                              groups=groups if cfg.within_alphabet else None)
 
+    if cfg.augment:
+        from .augment import augment_task
+        from .device import make_generator
+        distort = make_generator(cfg.train.seed + 1, device)
+
     def step_loss(task: Task):
+        if cfg.augment:
+            task = augment_task(task, distort)
         logits = model(task)  # (B, N*Q, N)
         loss = F.cross_entropy(logits.flatten(0, 1), task.y_query.flatten())
         return loss, {"acc": query_accuracy(logits.detach(), task.y_query).mean()}

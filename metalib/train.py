@@ -38,6 +38,9 @@ class TrainConfig:
         grad_clip: clip the global gradient norm to this value (None: no clipping).
         checkpoint: path to save the final (and interrupted) model; None: do not save.
         seed: seeds parameter initialisation where the caller uses `torch.manual_seed`.
+        time_budget: stop after the step during which this many seconds of wall time have passed
+            (validating and saving as at the end; ``History.stopped`` is "time budget"). None: no limit.
+            For a live demo ("train for two minutes") or a lent GPU; ``steps`` stays the upper bound.
     """
     steps: int = 1000
     meta_batch: int = 32
@@ -46,6 +49,7 @@ class TrainConfig:
     grad_clip: float | None = None
     checkpoint: str | None = None
     seed: int = 0
+    time_budget: float | None = None
 
     def quick_overrides(self) -> dict:
         """Quick mode (METALIB_QUICK=1): a handful of steps, same code path."""
@@ -61,7 +65,7 @@ class History:
         train: one dict per step: ``step``, ``loss``, ``time`` (seconds since start) and the
             method's metrics (e.g. ``acc``).
         val: one dict per validation: ``step``, ``time`` and the validation metrics.
-        stopped: "finished", "interrupted", "diverged" or "error" (another exception).
+        stopped: "finished", "time budget", "interrupted", "diverged" or "error" (another exception).
     """
     train: list[dict] = field(default_factory=list)
     val: list[dict] = field(default_factory=list)
@@ -124,6 +128,8 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
 
     if cfg.steps < 0:
         raise ValueError(f"steps must be >= 0, got {cfg.steps}")
+    if cfg.time_budget is not None and cfg.time_budget < 0:
+        raise ValueError(f"time_budget must be >= 0 seconds or None, got {cfg.time_budget}")
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history, start = History(), time.perf_counter()
     model.train()
@@ -148,12 +154,17 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
             if scheduler is not None:
                 scheduler.step()
             history.train.append({"step": step, "loss": value, "time": time.perf_counter() - start, **metrics})
-            if validate is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+            out_of_time = cfg.time_budget is not None and history.train[-1]["time"] >= cfg.time_budget
+            if validate is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps
+                                         or out_of_time):
                 _validate(model, validate, history, step, start)
                 bar.set_postfix({"loss": f"{value:.3f}", **{f"val {k}": f"{v:.3f}" for k, v in history.val[-1].items()
                                                             if k not in ("step", "time")}})
             elif step % 10 == 0:
                 bar.set_postfix(loss=f"{value:.3f}")
+            if out_of_time:
+                history.stopped = "time budget"
+                break
     except KeyboardInterrupt:
         history.stopped = "interrupted"
     except TrainingDiverged:
@@ -164,7 +175,7 @@ def meta_train(model: nn.Module, step_loss: Callable[[Task], tuple[torch.Tensor,
         raise
     finally:
         bar.close()
-        if cfg.checkpoint and history.stopped in ("finished", "interrupted"):
+        if cfg.checkpoint and history.stopped in ("finished", "time budget", "interrupted"):
             save_checkpoint(cfg.checkpoint, model.state_dict(), config=cfg, history=history.to_dict())
     return history
 

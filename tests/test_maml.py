@@ -218,3 +218,30 @@ def test_meta_train_refuses_a_detached_loss_with_no_gradients():
     with pytest.raises(RuntimeError, match="does not require grad"):
         meta_train(net, lambda t: (torch.tensor(1.0), {}), lambda b: None, TrainConfig(steps=1, eval_every=0),
                    progress=False)
+
+
+def _shipped_maml():
+    from metalib.checkpoint import checkpoint_dir
+    from metalib.maml_train import EXPERIMENTS
+    return [n for n in EXPERIMENTS if (checkpoint_dir() / f"{n}.pt").is_file()]
+
+
+@pytest.mark.parametrize("name", _shipped_maml())
+def test_shipped_maml_checkpoints_load_on_cpu_with_their_command(name):
+    """Every shipped learner (the GPU ones were saved by another torch) rebuilds on the CPU and adapts."""
+    from metalib.maml_train import MAMLConfig, load_maml
+
+    learner, meta = load_maml(name, "cpu")
+    cfg = MAMLConfig.from_dict(meta["config"])
+    assert f"--retrain {name}" in meta["command"] and meta["history"]["train"]
+    g = torch.Generator().manual_seed(0)
+    if cfg.dataset == "sinusoid":
+        x = torch.rand(2, 10, 1, generator=g) * 10 - 5
+        task = Task(x, torch.sin(x), x, torch.sin(x))
+    else:
+        n = cfg.n_way
+        x = torch.rand(2, n, 1, 28, 28, generator=g)
+        y = torch.arange(n).repeat(2, 1)
+        task = Task(x, y, x, y)
+    out = learner.predict(task, 1)
+    assert out.shape[:2] == task.y_query.shape[:2] and torch.isfinite(out).all()

@@ -5,6 +5,7 @@ small enough to do by hand.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -12,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from metalib.matching import MatchingNet, attention, attention_logits, label_log_probs
-from metalib.metric_train import MetricConfig, build_model, evaluate_model, load_metric, save_metric, train_metric
+from metalib.checkpoint import checkpoint_dir
+from metalib.metric_train import (EXPERIMENTS, MetricConfig, build_model, evaluate_model, load_metric, save_metric,
+                                  train_metric)
 from metalib.protonet import ProtoNet, prototypes, similarity_logits
 from metalib.tasks import EpisodeSampler, Task
 from metalib.train import TrainConfig
@@ -203,3 +206,30 @@ def test_within_alphabet_training_draws_each_episode_from_one_alphabet(monkeypat
     assert len(recorded) == 3 and all(g is not None and bool((g == g[:, :1]).all()) for g in recorded)
     with pytest.raises(ValueError, match="within_alphabet"):
         train_metric(cfg, *vinyals_small, progress=False)
+
+
+def test_augment_distorts_every_training_episode(monkeypatch, vinyals_small):
+    import metalib.augment as augment
+
+    seen = []
+    original = augment.augment_task
+
+    def spy(task, generator, *a, **kw):
+        out = original(task, generator, *a, **kw)
+        seen.append(bool((out.x_support != task.x_support).any()) and out.y_query is task.y_query)
+        return out
+
+    monkeypatch.setattr(augment, "augment_task", spy)
+    cfg = MetricConfig("protonet", 5, 1, 2, hidden=8, val_episodes=0, augment=True,
+                       train=TrainConfig(steps=3, meta_batch=2, eval_every=0))
+    train_metric(cfg, *vinyals_small, progress=False)
+    assert seen == [True, True, True]
+    train_metric(dataclasses.replace(cfg, augment=False), *vinyals_small, progress=False)
+    assert len(seen) == 3  # no distortion without the flag
+
+
+@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if (checkpoint_dir() / f"{n}.pt").is_file()])
+def test_shipped_metric_checkpoints_load_with_their_command_and_embed(name):
+    model, meta = load_metric(name, "cpu")
+    assert f"--retrain {name}" in meta["command"] and "20w1s" in meta["test"]
+    assert model.embed(torch.rand(3, 1, 28, 28)).shape == (3, 64)

@@ -181,6 +181,24 @@ def test_keyboard_interrupt_returns_history_and_saves(tmp_path):
         assert torch.equal(blob["state_dict"][k], v)
 
 
+def test_time_budget_stops_validates_and_saves(tmp_path, monkeypatch):
+    """A fake clock (one second per reading): the run stops at the first step past the budget."""
+    import metalib.train as train_mod
+
+    clock = iter(range(1000))
+    monkeypatch.setattr(train_mod.time, "perf_counter", lambda: float(next(clock)))
+    model, step_loss, sample = _regression()
+    ckpt = tmp_path / "budget.pt"
+    cfg = TrainConfig(steps=50, meta_batch=4, eval_every=0, time_budget=3.5, checkpoint=str(ckpt))
+    history = meta_train(model, step_loss, sample, cfg, validate=lambda: {"acc": 0.5}, progress=False)
+    assert history.stopped == "time budget"
+    assert [r["step"] for r in history.train] == [1, 2, 3, 4]  # times 1, 2, 3, 4 s: step 4 passes 3.5 s
+    assert [r["step"] for r in history.val] == [4]  # validated once, where it stopped
+    assert load_checkpoint(ckpt)["meta"]["history"]["stopped"] == "time budget"
+    with pytest.raises(ValueError, match="time_budget"):
+        meta_train(model, step_loss, sample, TrainConfig(steps=2, time_budget=-1), progress=False)
+
+
 def test_checkpoint_restores_identical_weights(tmp_path):
     model, step_loss, sample = _regression()
     ckpt = tmp_path / "final.pt"
