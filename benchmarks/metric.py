@@ -52,7 +52,7 @@ def retrain(name: str, folder: Path, episodes: int, time_budget: float | None = 
 
 def _samplers(name: str):
     if EXPERIMENTS[name].split == "lake":
-        return [((20, 1), test_sampler(20, 1, split="lake", within_alphabet=True))]
+        return [((20, 1), test_sampler(20, 1, split="lake", within_alphabet=True, image_size=EXPERIMENTS[name].image_size))]
     settings = SETTINGS if EXPERIMENTS[name].similarity != "dot" else [s for s in SETTINGS if s[1] == 1]  # the comparison
     return [((n, k), test_sampler(n, k)) for n, k in settings]
 

@@ -91,7 +91,7 @@ def _evaluate(args) -> int:
     try:
         model, meta = load_metric(args.checkpoint, device=get_device(args.device))
         sampler = test_sampler(args.ways, args.shots, split=args.split, within_alphabet=args.within_alphabet,
-                               device=get_device(args.device))
+                               device=get_device(args.device), image_size=meta["config"].get("image_size", 28))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@
 * `train_metric`: episodic training through `metalib.meta_train` (one or more episodes per Adam step,
   cosine learning-rate decay), validating on the split's ``val`` classes;
 * `save_metric` / `load_metric`: a checkpoint rebuilds its model from its own metadata, and the loaded
-  model has ``embed(x)`` for float images (n, 1, 28, 28) in [0, 1];
+  model has ``embed(x)`` for float images (n, 1, S, S) in [0, 1], S = its ``image_size`` (28 unless stated);
 * `test_sampler` / `evaluate_model`: the papers' test protocol (600 episodes, mean ± 95% CI), and Lake
   et al.'s within-alphabet 20-way 1-shot protocol.
 
@@ -50,6 +50,8 @@ class MetricConfig:
         rotations: override the split's default (None: vinyals yes, lake no).
         within_alphabet: all N classes of a training episode come from one alphabet (Lake et al.'s test
             protocol, applied to training: characters that share a style must be told apart).
+        image_size: side of the images (28 as in the papers; larger sizes decode the 105x105 originals
+            again, with their own cache; the embedding grows to hidden x (image_size // 16)²).
         augment: distort every training image with Koch et al.'s random affine transforms
             (`metalib.augment`), sampled from a generator seeded by ``train.seed``.
         cosine_decay: anneal the learning rate to 0 along a cosine over ``train.steps``.
@@ -67,6 +69,7 @@ class MetricConfig:
     split: str = "vinyals"
     rotations: bool | None = None
     within_alphabet: bool = False
+    image_size: int = 28
     augment: bool = False
     cosine_decay: bool = True
     val_ways: int = 20
@@ -114,6 +117,9 @@ EXPERIMENTS = {
     # ... and on Koch et al.'s affine distortions (same steps: the effect of the distortions alone)
     "protonet_lake_within_aug": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, within_alphabet=True,
                                              augment=True, train=_SHORT),
+    # ... and at 56x56 pixels instead of 28x28 (the originals are 105x105): does resolution limit within-alphabet accuracy?
+    "protonet_lake_within_aug_56": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, within_alphabet=True,
+                                                augment=True, image_size=56, train=_SHORT),
 }
 
 
@@ -130,7 +136,10 @@ def build_model(cfg: MetricConfig) -> torch.nn.Module:
 def _splits(cfg: MetricConfig, device, data=None):
     from .data import load_omniglot, omniglot_split
 
-    data = data if data is not None else load_omniglot()
+    data = data if data is not None else load_omniglot(size=cfg.image_size)
+    if data.images.shape[-1] != cfg.image_size:
+        raise ValueError(f"the config wants {cfg.image_size}x{cfg.image_size} images but the data has "
+                         f"{data.images.shape[-1]}: load it with load_omniglot(size={cfg.image_size})")
     kw = dict(rotations=cfg.rotations, device=device)
     train = omniglot_split(data, cfg.split, "train", **kw)
     return train, omniglot_split(data, cfg.split, "val", **kw), data.alphabet.to(device)[train.char_index]
@@ -219,18 +228,18 @@ def load_metric(path: str | Path, device: str | torch.device = "cpu") -> tuple[t
 
 
 def test_sampler(n_way: int, k_shot: int, *, split: str = "vinyals", n_query: int | None = None,
-                 within_alphabet: bool = False, device=None, data=None) -> EpisodeSampler:
+                 within_alphabet: bool = False, device=None, data=None, image_size: int = 28) -> EpisodeSampler:
     """The test-episode sampler of a protocol.
 
     ``split="vinyals"``: the 423 test characters x 4 rotations, 15 queries per class (the papers).
     ``split="lake"``: the 20 evaluation alphabets, no rotations; with ``within_alphabet`` all N classes of
     an episode come from one alphabet and there is one query per class (Lake et al. 2015: a 20-way
-    1-shot "run" of 20 trials).
+    1-shot "run" of 20 trials). ``image_size``: the side the model was trained on (when ``data`` is None).
     """
     from .data import load_omniglot, omniglot_split
     from .device import get_device
 
-    data = data if data is not None else load_omniglot()
+    data = data if data is not None else load_omniglot(size=image_size)
     test = omniglot_split(data, split, "test", device=device or get_device())
     groups = data.alphabet[test.char_index] if within_alphabet else None
     q = n_query or (1 if within_alphabet else min(15, test.n_per_class - k_shot))

@@ -401,3 +401,19 @@ def test_unreadable_cache_is_rebuilt(tmp_path, monkeypatch):
     assert data.images.shape == (1623, 20, 28, 28)
     assert any("unreadable Omniglot cache" in str(w.message) for w in caught)
     assert metalib.load_omniglot().images.shape == (1623, 20, 28, 28)  # the rebuilt cache loads
+
+
+def test_other_image_size_has_its_own_cache_and_the_same_labels(omniglot, tmp_path, monkeypatch):
+    monkeypatch.setenv("METALIB_CACHE", str(tmp_path))
+    big = metalib.load_omniglot(download=False, progress=False, size=32)
+    assert big.images.shape == (1623, 20, 32, 32) and big.images.dtype == torch.uint8
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"omniglot32_v{og.CACHE_VERSION}.pt"]
+    for f in ("alphabet", "background", "drawer", "file_id", "char_names", "alphabet_names"):
+        a, b = getattr(big, f), getattr(omniglot, f)
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, f
+    # the same drawings: ink fraction per image agrees between the two resolutions
+    ink32 = big.images[:50].float().mean((-1, -2)) / 255
+    ink28 = omniglot.images[:50].float().mean((-1, -2)) / 255
+    assert torch.corrcoef(torch.stack([ink32.flatten(), ink28.flatten()]))[0, 1] > 0.95
+    with pytest.raises(ValueError, match="size must be between"):
+        metalib.load_omniglot(download=False, size=8)

@@ -233,3 +233,13 @@ def test_shipped_metric_checkpoints_load_with_their_command_and_embed(name):
     model, meta = load_metric(name, "cpu")
     assert f"--retrain {name}" in meta["command"] and "20w1s" in meta["test"]
     assert model.embed(torch.rand(3, 1, 28, 28)).shape == (3, 64)
+
+
+def test_image_size_is_checked_and_grows_the_embedding(vinyals_small):
+    cfg = MetricConfig("protonet", 5, 1, 2, hidden=8, image_size=32, val_episodes=0,
+                       train=TrainConfig(steps=1, meta_batch=1, eval_every=0))
+    with pytest.raises(ValueError, match="load_omniglot\\(size=32\\)"):
+        from metalib.metric_train import _splits
+        _splits(cfg, "cpu", data=type("D", (), {"images": torch.zeros(1, 20, 28, 28)})())
+    model = build_model(cfg)
+    assert model.embed(torch.rand(3, 1, 32, 32)).shape == (3, 8 * 2 * 2)  # 32 -> 16 -> 8 -> 4 -> 2

@@ -3,7 +3,7 @@
 The two official zips (``images_background.zip``: 30 alphabets, 964 characters;
 ``images_evaluation.zip``: 20 alphabets, 659 characters; 20 drawings each, 105x105 1-bit PNGs,
 layout ``images_<set>/<Alphabet>/characterNN/NNNN_DD.png``) are decoded once into a cached
-uint8 tensor ``images`` of shape (1623, 20, 28, 28): character-major, drawers 01..20 in order.
+uint8 tensor ``images`` of shape (1623, 20, 28, 28) (another side with ``size=``): character-major, drawers 01..20 in order.
 
 Resize filter: each 1-bit image is converted to 8-bit grayscale and resized with Lanczos
 (antialiased), then inverted so ink = 255 and background = 0. (Pillow silently uses nearest
@@ -57,7 +57,7 @@ class Omniglot:
     """The decoded dataset (all 1623 characters), as stored in the cache.
 
     Attributes:
-        images: uint8 (1623, 20, 28, 28), ink = 255.
+        images: uint8 (1623, 20, size, size), ink = 255 (size 28 unless ``load_omniglot(size=...)``).
         alphabet: int64 (1623,) index into ``alphabet_names``.
         background: bool (1623,) True for characters of images_background.
         drawer: int64 (1623, 20) the drawer (the DD in ``NNNN_DD.png``, 1..20) of each image.
@@ -114,15 +114,15 @@ def _writable(folder: Path) -> bool:
     return bool(folder.stat().st_mode & 0o222) and os.access(folder, os.W_OK)
 
 
-def cache_path(root: str | os.PathLike | None = None) -> Path:
+def cache_path(root: str | os.PathLike | None = None, size: int = SIZE) -> Path:
     """Where the decoded tensor cache lives: ``METALIB_CACHE``, else beside the zips if writable, else ~/.cache/metalib."""
     env = os.environ.get("METALIB_CACHE")
     if env:
-        return Path(env).expanduser() / f"omniglot{SIZE}_v{CACHE_VERSION}.pt"
+        return Path(env).expanduser() / f"omniglot{size}_v{CACHE_VERSION}.pt"
     folder = data_root(root) / "omniglot"
     if not _writable(folder):
         folder = Path.home() / ".cache" / "metalib"
-    return folder / f"omniglot{SIZE}_v{CACHE_VERSION}.pt"
+    return folder / f"omniglot{size}_v{CACHE_VERSION}.pt"
 
 
 def _digests(path: Path) -> tuple[str, str]:
@@ -234,8 +234,9 @@ def _download(url: str, dest: Path, *, progress: bool) -> None:
     os.replace(part, dest)
 
 
-def _decode_zip(path: Path, name: str, progress: bool) -> tuple[list[str], list[int], list[list[int]], np.ndarray]:
-    """Decode one zip to (character names, file ids, drawers, uint8 images (C, 20, 28, 28))."""
+def _decode_zip(path: Path, name: str, progress: bool, size: int = SIZE
+                ) -> tuple[list[str], list[int], list[list[int]], np.ndarray]:
+    """Decode one zip to (character names, file ids, drawers, uint8 images (C, 20, size, size))."""
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -247,7 +248,7 @@ def _decode_zip(path: Path, name: str, progress: bool) -> tuple[list[str], list[
                 key = f"{m.group(2)}/character{m.group(3)}"
                 by_char.setdefault(key, []).append((int(m.group(5)), int(m.group(4)), entry))
         chars = sorted(by_char)
-        out = np.empty((len(chars), DRAWERS, SIZE, SIZE), dtype=np.uint8)
+        out = np.empty((len(chars), DRAWERS, size, size), dtype=np.uint8)
         ids, drawers = [], []
         for c, key in enumerate(tqdm(chars, desc=f"decoding {name}", unit="char", disable=not progress)):
             drawings = sorted(by_char[key])
@@ -261,15 +262,15 @@ def _decode_zip(path: Path, name: str, progress: bool) -> tuple[list[str], list[
                 except (zipfile.BadZipFile, OSError, ValueError) as err:
                     raise OmniglotError(f"{path}: cannot read {entry} ({err}); the zip is corrupt. "
                                         f"Delete it and run `python -m metalib download omniglot`.") from err
-                out[c, d] = 255 - np.asarray(img.resize((SIZE, SIZE), Image.LANCZOS))
+                out[c, d] = 255 - np.asarray(img.resize((size, size), Image.LANCZOS))
     return chars, ids, drawers, out
 
 
-def _build(paths: dict[str, Path], shas: dict[str, str], progress: bool) -> dict:
+def _build(paths: dict[str, Path], shas: dict[str, str], progress: bool, size: int = SIZE) -> dict:
     names, ids, drawers, arrays, alphabets, background = [], [], [], [], [], []
     alphabet_names: list[str] = []
     for name in ZIP_NAMES:
-        chars, file_ids, char_drawers, images = _decode_zip(paths[name], name, progress)
+        chars, file_ids, char_drawers, images = _decode_zip(paths[name], name, progress, size)
         if len(chars) != EXPECTED_CHARS[name]:
             raise OmniglotError(f"{paths[name]} has {len(chars)} characters, expected {EXPECTED_CHARS[name]}")
         for key in chars:
@@ -291,13 +292,15 @@ def _build(paths: dict[str, Path], shas: dict[str, str], progress: bool) -> dict
 
 
 def load_omniglot(root: str | os.PathLike | None = None, *, download: bool = True,
-                  progress: bool = True) -> Omniglot:
+                  progress: bool = True, size: int = SIZE) -> Omniglot:
     """Load all 1623 characters, decoding the zips into the cache on first use.
 
     Args:
         root: folder holding (or to receive) the zips; default `data_root()`.
         download: fetch missing zips from GitHub. If False, a missing zip is an error.
         progress: show download and decoding progress bars.
+        size: side of the square images (default 28, the papers'; 16..105, the originals are 105x105).
+            Each size has its own cache file.
 
     Returns:
         An `Omniglot` with CPU tensors (move ``images`` to the device once, see `metalib.tasks`).
@@ -305,7 +308,9 @@ def load_omniglot(root: str | os.PathLike | None = None, *, download: bool = Tru
     Raises:
         OmniglotError: zips missing (message names the download command), corrupt, or wrong.
     """
-    cache = cache_path(root)
+    if not 16 <= int(size) <= 105:
+        raise ValueError(f"size must be between 16 (Conv-4 pools four times) and 105 (the original drawings), got {size}")
+    cache = cache_path(root, size)
     if cache.is_file():
         try:
             blob = torch.load(cache, weights_only=True)
@@ -320,7 +325,7 @@ def load_omniglot(root: str | os.PathLike | None = None, *, download: bool = Tru
             f"Omniglot zips {missing} not found in {data_root(root)} or {data_root(root) / 'omniglot'}. "
             f"Run `python -m metalib download omniglot`, or set METALIB_DATA to a folder holding them.")
     paths, shas = _ensure_zips(root, progress=progress)
-    blob = _build(paths, shas, progress)
+    blob = _build(paths, shas, progress, size)
     atomic_save(blob, cache)
     return _from_blob(blob)
 
