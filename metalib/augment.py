@@ -3,7 +3,7 @@
 Koch et al. reach 92% on Lake et al.'s within-alphabet 20-way 1-shot test partly by training on
 distorted copies of the background drawings: each of rotation, shear, scale and translation is applied
 with probability 1/2, with θ ∈ [-10°, 10°], shear ρ ∈ [-0.3, 0.3], scale s ∈ [0.8, 1.2] and translation
-t ∈ [-2, 2] pixels (per axis, for 105x105 images; here scaled to 28x28). `random_affine` samples one such
+t ∈ [-2, 2] pixels (per axis, for 105x105 images; scaled with the image size). `random_affine` samples one such
 transform per image from an explicit ``torch.Generator`` and applies it with ``grid_sample`` on the images'
 device; `augment_task` distorts every support and query image of a meta-batch.
 
@@ -28,7 +28,7 @@ class AffineRanges:
     rotation_deg: float = 10.0
     shear: float = 0.3
     scale: tuple[float, float] = (0.8, 1.2)
-    translate_px: float = 2.0 * 28 / 105  # Koch et al.'s ±2 px at 105x105, at 28x28
+    translate: float = 2.0 / 105  # fraction of the image side: Koch et al.'s ±2 px at 105x105, whatever the size
     p: float = 0.5
 
 
@@ -72,7 +72,7 @@ def random_affine(images: torch.Tensor, generator: torch.Generator, ranges: Affi
         raise ValueError(f"the generator is on {generator.device} but the images on {images.device}: "
                          "create the generator on the images' device")
     flat = images.reshape(-1, *images.shape[-3:])  # (n, C, H, W)
-    n, dev, H, W = flat.shape[0], flat.device, flat.shape[-2], flat.shape[-1]
+    n, dev = flat.shape[0], flat.device
 
     def uniform(shape, low, high):
         return torch.rand(shape, generator=generator, device=dev) * (high - low) + low
@@ -84,8 +84,7 @@ def random_affine(images: torch.Tensor, generator: torch.Generator, ranges: Affi
     rotation = uniform((n,), -a, a) * on((n,))
     shear = uniform((n, 2), -ranges.shear, ranges.shear) * on((n, 1))
     scale = 1 + (uniform((n, 2), *ranges.scale) - 1) * on((n, 1))
-    pixels = torch.tensor([2 / W, 2 / H], device=dev)  # one pixel in the [-1, 1] frame (x, y)
-    shift = uniform((n, 2), -ranges.translate_px, ranges.translate_px) * pixels * on((n, 1))
+    shift = uniform((n, 2), -ranges.translate, ranges.translate) * 2 * on((n, 1))  # the [-1, 1] frame is 2 wide
     return warp(flat, affine_matrices(rotation, shear, scale, shift)).reshape(images.shape)
 
 

@@ -85,3 +85,19 @@ def test_augment_task_keeps_shapes_and_labels():
     assert out.x_support.shape == task.x_support.shape and out.x_query.shape == task.x_query.shape
     assert out.y_support is task.y_support and out.y_query is task.y_query
     assert not torch.equal(out.x_support, task.x_support)
+
+
+@pytest.mark.parametrize("size", [28, 56])
+def test_translation_range_is_a_fraction_of_the_image_side(size):
+    """Only translation, up to 10% of the side: the ink's centre moves at most 0.1 * size pixels per axis."""
+    x = torch.zeros(200, 1, size, size)
+    x[:, :, size // 2 - 2:size // 2 + 2, size // 2 - 2:size // 2 + 2] = 1.0  # a 4x4 blob in the middle
+    ranges = AffineRanges(rotation_deg=0.0, shear=0.0, scale=(1.0, 1.0), translate=0.1, p=1.0)
+    out = random_affine(x, torch.Generator().manual_seed(0), ranges)
+    grid = torch.arange(size, dtype=torch.float32)
+    def centre(im):  # (n, 2) ink centroid (row, col)
+        mass = im.sum((-1, -2, -3))
+        return torch.stack([(im.sum(-1) * grid).sum((-1, -2)) / mass, (im.sum(-2) * grid).sum((-1, -2)) / mass], -1)
+    moved = (centre(out) - centre(x)).abs()
+    assert moved.max() <= 0.1 * size + 1e-3
+    assert moved.max() > 0.07 * size  # 200 draws of U(-0.1, 0.1) per axis reach close to the bound
