@@ -96,8 +96,9 @@ class ProtoNet(Embedders):
         separate_support: embed the support with its own Conv-4 g (seed's f/g); default shares f.
         batch_norm: Conv-4 with BatchNorm.
 
-    ``forward(task)`` returns logits (B, N*Q, N); ``embed(x)`` maps images (..., 1, 28, 28) in [0, 1]
-    to (..., D) query embeddings, so you can classify your own drawings by nearest prototype.
+    ``forward(task)`` returns logits (B, N*Q, N); ``embed(x)`` maps images (..., 1, S, S) in [0, 1]
+    (S = 28, or the ``image_size`` the model was trained on) to (..., D) query embeddings, so you can
+    classify your own drawings by nearest prototype.
     """
 
     def __init__(self, similarity: str = "euclidean", hidden: int = 64, separate_support: bool = False,
