@@ -15,7 +15,6 @@ import dataclasses
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 
