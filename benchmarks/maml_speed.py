@@ -5,12 +5,17 @@ The setting of issue 4: Conv-4 (64 filters, per-task BatchNorm statistics), Omni
 contender runs in its own fresh process (so one cannot warm the other's caches or memory) on the same
 initial weights and the same 32 tasks, and reports:
 
-* seconds per meta-step (forward, inner loop, backward; median of ``--repeats`` after one warm-up);
+* seconds per meta-step (forward, inner loop, backward; median of ``--repeats`` after one warm-up; with
+  ``--rounds R`` the whole list runs R times interleaved, and the median of the R rounds is reported with
+  their range);
 * peak memory of the tensors alive during one meta-step (`metalib.profiling.MemoryTracker`);
 * FLOPs of one meta-step (``torch.utils.flop_counter``), hence the achieved GFLOP/s, against the
   machine's float32 matmul peak measured in the same run;
 * the relative L2 error of its meta-gradient against metalib's per-task loop, and against the same
   meta-gradient computed in float64 (each contender's own float32 rounding error).
+* on a CPU, the seconds spent in convolutions (one step under ``torch.profiler``): their floor. Even a
+  contender whose every other operator were free could not beat learn2learn by more than learn2learn's
+  time over that.
 
 learn2learn runs from its own environment (``--l2l-python``, e.g. ``.venv-l2l/bin/python``; see
 README "MAML speed" for how to build it) with ``l2l.algorithms.MAML`` exactly as its Omniglot example
@@ -22,7 +27,7 @@ On a GPU (``--device cuda``, the default where one exists) every timed step ends
 puts a folder holding learn2learn's source first on the path (for a machine without its wheel: only
 ``algorithms/maml.py``, ``algorithms/base_learner.py`` and ``utils`` are imported).
 
-Run: ``python benchmarks/maml_speed.py [--ks 1 5] [--tasks 32] [--repeats 3] [--device D] [--l2l-python PATH]
+Run: ``python benchmarks/maml_speed.py [--ks 1 5] [--tasks 32] [--repeats 3] [--rounds 1] [--device D] [--l2l-python PATH]
 [--l2l-path DIR] [--out FILE]``
 """
 from __future__ import annotations
@@ -188,6 +193,12 @@ def worker(name: str, setup: str, k: int, repeats: int, out: str, device: str) -
         with MemoryTracker() as mem:
             step()
         peak = mem.peak
+    conv = None
+    if dev.type == "cpu":  # self time of the convolution operators in one profiled step (the floor below)
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        conv = sum(e.self_cpu_time_total for e in prof.key_averages() if "conv" in e.key.lower()) / 1e6
     total = None
     if name == REFERENCE:  # every row uses the reference's count (the same computation)
         with FlopCounterMode(display=False) as flops:
@@ -195,7 +206,7 @@ def worker(name: str, setup: str, k: int, repeats: int, out: str, device: str) -
         total = flops.get_total_flops()
     torch.save(grad, out + ".grad")
     Path(out).write_text(json.dumps({"seconds": statistics.median(times), "all": times, "peak": peak,
-                                     "flops": total}))
+                                     "flops": total, "conv_seconds": conv}))
 
 
 def exact_grad(setup: str, k: int) -> torch.Tensor:
@@ -226,6 +237,9 @@ def main() -> int:
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 5])
     ap.add_argument("--tasks", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the whole list of contenders this many times, interleaved, and take medians "
+                         "(a noisy machine drifts during a run)")
     ap.add_argument("--contenders", nargs="+", default=None, help=f"subset of {list(CONTENDERS)}")
     ap.add_argument("--l2l-python", default=str(ROOT / ".venv-l2l/bin/python"),
                     help="python of an environment with learn2learn installed")
@@ -266,25 +280,36 @@ def main() -> int:
              else "CPU, float32")
     lines = [f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} "
              f"threads), {where}; {datetime.date.today()}; load average at start {os.getloadavg()[0]:.2f}; "
+             f"{args.rounds} round(s) of {args.repeats} timed steps per contender; "
              f"matmul peak {peak:.0f} GFLOP/s ({8192 if gpu else 2048}², float32). learn2learn: "
              f"{'installed (' + args.l2l_python + ')' if l2l_ok else 'not installed: its algorithm is reproduced plainly'}.",
              "", f"Conv-4 (64), 5-way 1-shot, 15 queries/class, {args.tasks} tasks, second order, α = {ALPHA}:", "",
              "| k | contender | s / meta-step | × learn2learn | peak MiB | GFLOP / step | GFLOP/s | % of matmul peak "
-             "| rel. error vs reference | rel. error vs float64 |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| rel. error vs reference | rel. error vs float64 | s in convolutions | × learn2learn if only convolutions "
+             "cost |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in args.ks:
-        results = {}
-        for name in names:
-            res = str(tmp / f"{abs(hash(name))}_{k}.json")
-            py = args.l2l_python if name == "learn2learn MAML" else sys.executable
-            env = l2l_env if name == "learn2learn MAML" else {**os.environ, "PYTHONPATH": str(ROOT)}
-            cmd = [py, __file__, "--worker", name, "--setup", setup, "--ks", str(k), "--repeats", str(args.repeats),
-                   "--result", res, "--device", str(device)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if proc.returncode:
-                print(f"{name} (k={k}) failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            results[name] = {**json.loads(Path(res).read_text()), "grad": torch.load(res + ".grad")}
-            print(f"k={k} {name}: {results[name]['seconds']:.2f} s", flush=True)
+        results: dict[str, dict] = {}
+        for rnd in range(args.rounds):  # every round runs each contender once more, in a fresh process
+            for name in names:
+                res = str(tmp / f"{abs(hash(name))}_{k}_{rnd}.json")
+                py = args.l2l_python if name == "learn2learn MAML" else sys.executable
+                env = l2l_env if name == "learn2learn MAML" else {**os.environ, "PYTHONPATH": str(ROOT)}
+                cmd = [py, __file__, "--worker", name, "--setup", setup, "--ks", str(k), "--repeats",
+                       str(args.repeats), "--result", res, "--device", str(device)]
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if proc.returncode:
+                    print(f"{name} (k={k}) failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                r = json.loads(Path(res).read_text())
+                prev = results.setdefault(name, {**r, "grad": torch.load(res + ".grad"), "rounds": [], "convs": []})
+                prev["rounds"].append(r["seconds"])
+                prev["convs"].append(r.get("conv_seconds"))
+                prev["peak"] = max(prev["peak"], r["peak"])
+                print(f"k={k} round {rnd + 1} {name}: {r['seconds']:.2f} s", flush=True)
+        for r in results.values():  # the median over rounds (each a median over repeats)
+            r["seconds"] = statistics.median(r["rounds"])
+            convs = [c for c in r["convs"] if c is not None]
+            r["conv_seconds"] = statistics.median(convs) if convs else None
         ref = results.get(REFERENCE, {}).get("grad")
         exact = exact_grad(setup, k)
         model_flops = results.get(REFERENCE, {}).get("flops")
@@ -294,15 +319,22 @@ def main() -> int:
             err64 = float((r["grad"].double() - exact).norm() / exact.norm())
             gf = (model_flops or float("nan")) / 1e9  # the reference's FLOPs (the counter ignores conv groups)
             ratio = f"{base['seconds'] / r['seconds']:.2f}" if base else "–"
-            lines.append(f"| {k} | {name} | {r['seconds']:.3f} | {ratio} | "
+            conv = r.get("conv_seconds")
+            floor = (f"{conv:.3f} | {base['seconds'] / conv:.2f}" if conv and base else
+                     f"{conv:.3f} | –" if conv else "– | –")
+            spread = f" ({min(r['rounds']):.2f}–{max(r['rounds']):.2f})" if len(r["rounds"]) > 1 else ""
+            lines.append(f"| {k} | {name} | {r['seconds']:.3f}{spread} | {ratio} | "
                          f"{r['peak'] / 2**20:.0f} | {gf:.1f} | {gf / r['seconds']:.1f} | "
-                         f"{100 * gf / r['seconds'] / peak:.1f}% | {err:.1e} | {err64:.1e} |")
+                         f"{100 * gf / r['seconds'] / peak:.1f}% | {err:.1e} | {err64:.1e} | {floor} |")
     lines += ["", "× learn2learn: how many times faster than learn2learn (or its plain reproduction) in this run. "
               "GFLOP / step: the reference's count (torch.utils.flop_counter), used for every row since it is the "
               "same computation (the counter overcounts grouped convolutions). rel. error vs float64: against the "
               "same meta-gradient computed in float64 (per-task loop), i.e. each contender's own rounding error. Peak MiB: tensors alive at once "
               "during a meta-step (CPU: metalib.profiling.MemoryTracker; GPU: torch.cuda.max_memory_allocated "
-              "above what was allocated before the step). "
+              "above what was allocated before the step). s in convolutions (CPU only): self time of the "
+              "convolution operators (forward, backward, double backward) in one step under torch.profiler; "
+              "× learn2learn if only convolutions cost: learn2learn's seconds over that, the speed-up this "
+              "contender would reach if every other operator took no time. "
               "Command: python benchmarks/maml_speed.py " + " ".join(sys.argv[1:])]
     emit("\n".join(lines), args.out)
     return 0
