@@ -117,7 +117,7 @@ EXPERIMENTS = {
     # ... and on Koch et al.'s affine distortions (same steps: the effect of the distortions alone)
     "protonet_lake_within_aug": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True, within_alphabet=True,
                                              augment=True, train=_SHORT),
-    # ... trained 4x longer (24000 steps, ~45 min on the 2-core CPU): how much does more training buy?
+    # ... trained 4x longer (24000 steps, 42 min on the 2-core CPU): how much does more training buy?
     "protonet_lake_within_aug_long": MetricConfig("protonet", 20, 1, 5, split="lake", rotations=True,
                                                   within_alphabet=True, augment=True,
                                                   train=dataclasses.replace(_SHORT, steps=24000, eval_every=2000)),
