@@ -6,7 +6,8 @@ the Vinyals test split (423 characters x 4 rotations, 15 queries per class, mean
 ``--episodes`` episodes) next to the papers, and the Lake et al. within-alphabet 20-way 1-shot error
 of the model trained on the 30 background alphabets only.
 
-Run: ``python benchmarks/metric.py [--retrain NAME ...] [--episodes 600] [--out FILE]``.
+Run: ``python benchmarks/metric.py [--retrain NAME ...] [--episodes 600] [--out FILE] [--stored] [--ensemble]``
+(``--ensemble``: also test-time augmentation and the ensemble of the Lake models, `metalib.ensemble`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ PAPER = {"protonet": {(5, 1): 98.8, (5, 5): 99.7, (20, 1): 96.0, (20, 5): 98.9},
          "matching": {(5, 1): 98.1, (5, 5): 98.9, (20, 1): 93.8, (20, 5): 98.5}}
 LAKE_PUBLISHED = "humans 4.5%, ConvNet 13.5% (Lake et al. 2015), Siamese nets 8.0% (Koch et al. 2015)"
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
+LAKE_TTA_COPIES = 8  # test-time distortions per image in the Lake table's TTA rows (each costs one more forward pass)
 
 
 def retrain(name: str, folder: Path, episodes: int, time_budget: float | None = None) -> None:
@@ -67,6 +69,9 @@ def main(argv=None) -> int:
                         help="stop each --retrain run after this much wall time (it is measured and saved as usual)")
     parser.add_argument("--stored", action="store_true",
                         help="print the table from the accuracies each checkpoint stored when --retrain measured it")
+    parser.add_argument("--ensemble", action="store_true",
+                        help=f"add Lake rows for test-time augmentation ({LAKE_TTA_COPIES} copies) and the ensemble "
+                             "of the Lake ProtoNets, measured now (minutes)")
     args = parser.parse_args(argv)
     # a run started in the background (`nohup ... &`) inherits SIGINT ignored; restore it, so that
     # `kill -INT` stops training early and the model is still measured and saved (meta_train keeps it)
@@ -75,13 +80,14 @@ def main(argv=None) -> int:
     for name in args.retrain or []:
         retrain(name, folder, args.episodes, args.time_budget)
     if not args.no_table:
-        emit(table(folder, args.episodes, stored=args.stored), args.out)
+        emit(table(folder, args.episodes, stored=args.stored, ensemble=args.ensemble), args.out)
     return 0
 
 
-def table(folder: Path, episodes: int, stored: bool = False) -> str:
+def table(folder: Path, episodes: int, stored: bool = False, ensemble: bool = False) -> str:
     """The results table of every shipped checkpoint, measured now on ``episodes`` episodes per cell
-    (``stored``: the accuracies measured by ``--retrain`` right after training, kept in the checkpoint)."""
+    (``stored``: the accuracies measured by ``--retrain`` right after training, kept in the checkpoint;
+    ``ensemble``: add the Lake rows of `lake_ensemble_rows`, always measured now)."""
     how = ("accuracies stored by `--retrain` right after training" if stored
            else f"measured now on {machine()}, {episodes} test episodes per cell")
     rows = [f"{how}; mean ± 95% CI; paper value in brackets.", "",
@@ -99,6 +105,8 @@ def table(folder: Path, episodes: int, stored: bool = False) -> str:
                   + (f" (load {load:.1f} at start)" if load is not None else ""))
         stopped = meta["history"].get("stopped", "finished")
         what = (f"{cfg.n_way}-way {cfg.k_shot}-shot, {len(meta['history']['train'])} steps"
+                + (f", {cfg.hidden} filters" if cfg.hidden != 64 else "")
+                + ("" if cfg.final_pool else ", no final max-pool")
                 + (f" ({stopped})" if stopped != "finished" else "")
                 + (", within one alphabet" if cfg.within_alphabet else "")
                 + (", affine distortions" if getattr(cfg, "augment", False) else ""))
@@ -124,8 +132,36 @@ def table(folder: Path, episodes: int, stored: bool = False) -> str:
     if lake:
         rows += ["", f"Lake et al. within-alphabet 20-way 1-shot error (evaluation alphabets; published: "
                      f"{LAKE_PUBLISHED}):", "", "| model | train episodes | training time | error |", "|---|---|---|---|",
-                 *lake]
+                 *lake, *(lake_ensemble_rows(folder, episodes) if ensemble else [])]
     return "\n".join(rows)
+
+
+def lake_ensemble_rows(folder: Path, episodes: int, copies: int = LAKE_TTA_COPIES) -> list[str]:
+    """Rows for the best single Lake model with test-time augmentation, and for the ensemble of every
+    Lake ProtoNet at 28x28 without and with it (`metalib.ensemble`; same test episodes as the table)."""
+    import torch
+    from metalib.ensemble import ensemble_predictor
+
+    names = [n for n in EXPERIMENTS if EXPERIMENTS[n].split == "lake" and EXPERIMENTS[n].method == "protonet"
+             and EXPERIMENTS[n].image_size == 28 and (folder / f"{n}.pt").exists()]
+    if not names:
+        return []
+    device = metalib.get_device()
+    loaded = {n: load_metric(folder / f"{n}.pt", device=device) for n in names}
+    models = {n: model for n, (model, _) in loaded.items()}
+    sampler = test_sampler(20, 1, split="lake", within_alphabet=True, device=device)
+    best = max(names, key=lambda n: loaded[n][1]["test"]["20w1s"][0])  # by the accuracy stored at training
+    rows = []
+    for label, members, c in [(f"{best}, test-time augmentation ({copies} copies)", [best], copies),
+                              (f"ensemble of {len(names)}: {', '.join(names)}", names, 0),
+                              (f"the same ensemble, test-time augmentation ({copies} copies)", names, copies)]:
+        if len(members) == 1 and c == 0 or len(names) == 1 and len(members) > 1:
+            continue
+        with torch.no_grad():
+            acc = metalib.evaluate_accuracy(ensemble_predictor([models[n] for n in members], copies=c), sampler,
+                                            episodes=episodes, batch_size=20, progress=False)
+        rows.append(f"| {label} | (as above) | – | {100 * (1 - acc.mean):.1f} ± {100 * acc.ci95:.1f}% |")
+    return rows
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 * ``train protonet|matching --ways N --shots K ...``: episodic training on Omniglot (notebooks 03, 04);
   saves a checkpoint that ``evaluate`` and `metalib.metric_train.load_metric` read.
 * ``evaluate CHECKPOINT --ways N --shots K --episodes 600``: test accuracy ± 95% CI (``--split lake
-  --within-alphabet``: Lake et al.'s protocol).
+  --within-alphabet``: Lake et al.'s protocol; several ProtoNet checkpoints: their ensemble; ``--tta
+  COPIES``: test-time augmentation, `metalib.ensemble`).
 * ``assign``: regenerate the student notebooks from solutions/ (``--check`` only reports stale
   ones; ``--autograder DIR`` also writes the autograder zips there).
 * ``grade FOLDER --assignment NAME``: grade every submitted notebook in FOLDER without Docker;
@@ -85,19 +86,36 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
+    import torch
+
     from .device import get_device
+    from .ensemble import ensemble_predictor
+    from .evaluate import evaluate_accuracy
     from .metric_train import evaluate_model, load_metric, test_sampler
 
     try:
-        model, meta = load_metric(args.checkpoint, device=get_device(args.device))
+        loaded = [load_metric(c, device=get_device(args.device)) for c in args.checkpoint]
+        sizes = {meta["config"].get("image_size", 28) for _, meta in loaded}
+        if len(sizes) > 1:
+            raise ValueError(f"an ensemble needs models of one image size, got {sorted(sizes)}")
         sampler = test_sampler(args.ways, args.shots, split=args.split, within_alphabet=args.within_alphabet,
-                               device=get_device(args.device), image_size=meta["config"].get("image_size", 28))
-    except (FileNotFoundError, ValueError) as err:
+                               device=get_device(args.device), image_size=sizes.pop())
+        if args.tta < 0:
+            raise ValueError(f"--tta must be >= 0, got {args.tta}")
+        models = [m for m, _ in loaded]
+        predict = ensemble_predictor(models, copies=args.tta) if len(models) > 1 or args.tta else None
+    except (FileNotFoundError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    acc = evaluate_model(model, sampler, episodes=args.episodes, seed=args.seed)
+    if predict is None:
+        acc = evaluate_model(models[0], sampler, episodes=args.episodes, seed=args.seed)
+    else:  # eval mode, no gradients, as evaluate_model
+        with torch.no_grad():
+            acc = evaluate_accuracy(predict, sampler, episodes=args.episodes, batch_size=20, seed=args.seed,
+                                    desc=f"{args.ways}-way {args.shots}-shot")
     protocol = f"{args.split}{' within-alphabet' if args.within_alphabet else ''}"
-    print(f"{args.checkpoint}: {args.ways}-way {args.shots}-shot ({protocol} test, {sampler.n_query} queries/class): "
+    what = " + ".join(args.checkpoint) + (f" (test-time augmentation: {args.tta} copies)" if args.tta else "")
+    print(f"{what}: {args.ways}-way {args.shots}-shot ({protocol} test, {sampler.n_query} queries/class): "
           f"accuracy {100 * acc.mean:.2f} ± {100 * acc.ci95:.2f}% (95% CI, {acc.episodes} episodes)")
     return 0
 
@@ -176,13 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="checkpoint path (default METHOD_SPLIT_NwKs.pt)")
     p.set_defaults(func=_train)
     p = sub.add_parser("evaluate", help="test accuracy ± 95%% CI of a ProtoNet / Matching Net checkpoint")
-    p.add_argument("checkpoint", help="a file from `train` (bare names are also looked up in data/checkpoints/)")
+    p.add_argument("checkpoint", nargs="+",
+                   help="a file from `train` (bare names are also looked up in data/checkpoints/); several "
+                        "ProtoNet checkpoints: their ensemble (mean log-probabilities, `metalib.ensemble`)")
     p.add_argument("--ways", type=int, default=5)
     p.add_argument("--shots", type=int, default=1)
     p.add_argument("--episodes", type=int, default=600)
     p.add_argument("--split", choices=["vinyals", "lake"], default="vinyals")
     p.add_argument("--within-alphabet", action="store_true", help="Lake et al.: all N classes from one alphabet")
     p.add_argument("--seed", type=int, default=1234, help="seeds the test episodes")
+    p.add_argument("--tta", type=int, default=0, metavar="COPIES",
+                   help="test-time augmentation (ProtoNets): average each embedding over COPIES random distortions")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_evaluate)
     p = sub.add_parser("assign", help="regenerate student notebooks from solutions/")

@@ -17,14 +17,16 @@ from torch import nn
 __all__ = ["Conv4", "MLP", "conv_block"]
 
 
-def conv_block(c_in: int, c_out: int, batch_norm: bool = True, running_stats: bool = True) -> nn.Sequential:
-    """3x3 conv (padding 1) -> BatchNorm (optional) -> ReLU -> 2x2 max-pool.
+def conv_block(c_in: int, c_out: int, batch_norm: bool = True, running_stats: bool = True,
+               pool: bool = True) -> nn.Sequential:
+    """3x3 conv (padding 1) -> BatchNorm (optional) -> ReLU -> 2x2 max-pool (unless ``pool=False``).
 
     ``running_stats=False``: BatchNorm always normalises with the statistics of the batch it sees
     (no buffers, no hidden state; MAML's transductive BatchNorm, notebook 05).
     """
     norm = nn.BatchNorm2d(c_out, track_running_stats=running_stats) if batch_norm else nn.Identity()
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), norm, nn.ReLU(inplace=False), nn.MaxPool2d(2))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), norm, nn.ReLU(inplace=False),
+                         nn.MaxPool2d(2) if pool else nn.Identity())
 
 
 class Conv4(nn.Module):
@@ -38,18 +40,24 @@ class Conv4(nn.Module):
             vectorised over tasks with ``torch.func.vmap``).
         running_stats: False: BatchNorm keeps no running statistics and always uses the batch's
             (MAML, `metalib.maml`: each task is normalised by its own statistics).
+        final_pool: False drops the last block's max-pool, so a 28x28 input keeps a 3x3 map and the
+            embedding is hidden x 9 (576-d): where on the character a stroke feature fired survives.
 
     Shapes:
-        input (..., C, H, W) with any number of leading dims; output (..., 64) or (..., n_classes).
+        input (..., C, H, W) with any number of leading dims; output (..., hidden * h' * w') (64 for
+        28x28) or (..., n_classes).
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 64, n_classes: int | None = None,
-                 batch_norm: bool = True, running_stats: bool = True):
+                 batch_norm: bool = True, running_stats: bool = True, final_pool: bool = True):
         super().__init__()
         self.features = nn.Sequential(conv_block(in_channels, hidden, batch_norm, running_stats),
-                                      *(conv_block(hidden, hidden, batch_norm, running_stats) for _ in range(3)))
+                                      *(conv_block(hidden, hidden, batch_norm, running_stats) for _ in range(2)),
+                                      conv_block(hidden, hidden, batch_norm, running_stats, pool=final_pool))
+        if n_classes and not final_pool:
+            raise ValueError("the linear head takes the pooled hidden-d features: use final_pool=True with n_classes")
         self.head = nn.Linear(hidden, n_classes) if n_classes else None
-        self.out_dim = n_classes or hidden
+        self.out_dim = n_classes or hidden * (1 if final_pool else 9)  # for 28x28 inputs
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone features: (..., C, H, W) -> (..., hidden * h' * w')."""

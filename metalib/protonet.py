@@ -71,10 +71,11 @@ class Embedders(nn.Module):
     """The query embedder f and an optional separate support embedder g (Conv-4s), shared by
     `ProtoNet` and `metalib.matching.MatchingNet`; ``g`` is None when the support shares f."""
 
-    def __init__(self, hidden: int = 64, separate_support: bool = False, batch_norm: bool = True):
+    def __init__(self, hidden: int = 64, separate_support: bool = False, batch_norm: bool = True,
+                 final_pool: bool = True):
         super().__init__()
-        self.f = Conv4(hidden=hidden, batch_norm=batch_norm)
-        self.g = Conv4(hidden=hidden, batch_norm=batch_norm) if separate_support else None
+        self.f = Conv4(hidden=hidden, batch_norm=batch_norm, final_pool=final_pool)
+        self.g = Conv4(hidden=hidden, batch_norm=batch_norm, final_pool=final_pool) if separate_support else None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Query embedding f(x): (..., 1, 28, 28) -> (..., D)."""
@@ -95,6 +96,7 @@ class ProtoNet(Embedders):
         hidden: Conv-4 filters per block (64 in the paper; embedding size 64 for 28x28).
         separate_support: embed the support with its own Conv-4 g (seed's f/g); default shares f.
         batch_norm: Conv-4 with BatchNorm.
+        final_pool: False keeps Conv-4's last 3x3 map (a 576-d embedding for 28x28, `metalib.nets.Conv4`).
 
     ``forward(task)`` returns logits (B, N*Q, N); ``embed(x)`` maps images (..., 1, S, S) in [0, 1]
     (S = 28, or the ``image_size`` the model was trained on) to (..., D) query embeddings, so you can
@@ -102,10 +104,10 @@ class ProtoNet(Embedders):
     """
 
     def __init__(self, similarity: str = "euclidean", hidden: int = 64, separate_support: bool = False,
-                 batch_norm: bool = True):
+                 batch_norm: bool = True, final_pool: bool = True):
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
-        super().__init__(hidden, separate_support, batch_norm)
+        super().__init__(hidden, separate_support, batch_norm, final_pool)
         self.similarity = similarity
 
     def forward(self, task: Task, n_way: int | None = None) -> torch.Tensor:

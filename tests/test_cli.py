@@ -51,6 +51,10 @@ def test_train_then_evaluate_a_protonet(tmp_path, capsys):
     assert main(["evaluate", str(out), "--ways", "20", "--shots", "1", "--episodes", "4", "--split", "lake",
                  "--within-alphabet", "--device", "cpu"]) == 0
     assert "lake within-alphabet test, 1 queries/class" in capsys.readouterr().out
+    # two checkpoints: their ensemble, here with test-time augmentation
+    assert main(["evaluate", str(out), str(out), "--tta", "1", "--ways", "5", "--episodes", "4", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out} + {out} (test-time augmentation: 1 copies): 5-way 1-shot" in printed and "4 episodes" in printed
 
 
 def test_train_and_evaluate_refuse_bad_input(tmp_path, capsys):
@@ -60,3 +64,7 @@ def test_train_and_evaluate_refuse_bad_input(tmp_path, capsys):
     assert "matching supports similarity" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing.pt")]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["evaluate", "protonet_lake", "--tta", "-1", "--episodes", "1", "--device", "cpu"]) == 2
+    assert "--tta must be >= 0" in capsys.readouterr().err
+    assert main(["evaluate", "protonet_lake", "matching_1shot", "--episodes", "1", "--device", "cpu"]) == 2
+    assert "ProtoNet" in capsys.readouterr().err

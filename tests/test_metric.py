@@ -232,7 +232,8 @@ def test_augment_distorts_every_training_episode(monkeypatch, vinyals_small):
 def test_shipped_metric_checkpoints_load_with_their_command_and_embed(name):
     model, meta = load_metric(name, "cpu")
     assert f"--retrain {name}" in meta["command"] and "20w1s" in meta["test"]
-    assert model.embed(torch.rand(3, 1, 28, 28)).shape == (3, 64)
+    cfg = MetricConfig.from_dict(meta["config"])
+    assert model.embed(torch.rand(3, 1, 28, 28)).shape == (3, cfg.hidden * (1 if cfg.final_pool else 9))
 
 
 def test_image_size_is_checked_and_grows_the_embedding(vinyals_small):
@@ -243,3 +244,19 @@ def test_image_size_is_checked_and_grows_the_embedding(vinyals_small):
         _splits(cfg, "cpu", data=type("D", (), {"images": torch.zeros(1, 20, 28, 28)})())
     model = build_model(cfg)
     assert model.embed(torch.rand(3, 1, 32, 32)).shape == (3, 8 * 2 * 2)  # 32 -> 16 -> 8 -> 4 -> 2
+
+
+def test_final_pool_off_keeps_the_last_map_and_old_checkpoints_still_load(tmp_path):
+    cfg = MetricConfig("protonet", 5, 1, 2, hidden=8, final_pool=False)
+    model = build_model(cfg)
+    assert model.embed(torch.rand(3, 1, 28, 28)).shape == (3, 8 * 3 * 3) == (3, model.f.out_dim)
+    pooled = build_model(dataclasses.replace(cfg, final_pool=True))
+    pooled.load_state_dict(model.state_dict())  # same parameters: only the last max-pool differs
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(pooled.eval().embed(x), F.max_pool2d(
+        model.eval().f.features(x), 2).flatten(1))
+    blob_cfg = dataclasses.asdict(EXPERIMENTS["protonet_lake"])
+    del blob_cfg["final_pool"]  # checkpoints saved before the option existed
+    assert MetricConfig.from_dict(blob_cfg).final_pool is True
+    with pytest.raises(ValueError, match="protonet"):
+        MetricConfig("matching", final_pool=False)
