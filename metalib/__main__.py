@@ -58,8 +58,6 @@ def _download(args) -> int:
 
 
 def _train(args) -> int:
-    import dataclasses
-
     from .config import maybe_quick
     from .device import get_device
     from .metric_train import MetricConfig, train_metric

@@ -120,7 +120,6 @@ def test_label_log_probs_do_not_underflow():
 def _task(seed=0, B=2, N=3, K=2, Q=2):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(B, N * (K + Q), 1, 28, 28, generator=g)
-    y = torch.arange(N).repeat_interleave(K + Q)
     y_s, y_q = torch.arange(N).repeat_interleave(K), torch.arange(N).repeat_interleave(Q)
     return Task(x[:, :N * K], y_s.expand(B, -1), x[:, N * K:], y_q.expand(B, -1))
 
