@@ -151,12 +151,12 @@ def lake_ensemble_rows(folder: Path, episodes: int, copies: int = LAKE_TTA_COPIE
     models = {n: model for n, (model, _) in loaded.items()}
     sampler = test_sampler(20, 1, split="lake", within_alphabet=True, device=device)
     best = max(names, key=lambda n: loaded[n][1]["test"]["20w1s"][0])  # by the accuracy stored at training
+    runs = [(f"{best}, test-time augmentation ({copies} copies)", [best], copies)]
+    if len(names) > 1:
+        runs += [(f"ensemble of {len(names)}: {', '.join(names)}", names, 0),
+                 (f"the same ensemble, test-time augmentation ({copies} copies)", names, copies)]
     rows = []
-    for label, members, c in [(f"{best}, test-time augmentation ({copies} copies)", [best], copies),
-                              (f"ensemble of {len(names)}: {', '.join(names)}", names, 0),
-                              (f"the same ensemble, test-time augmentation ({copies} copies)", names, copies)]:
-        if len(members) == 1 and c == 0 or len(names) == 1 and len(members) > 1:
-            continue
+    for label, members, c in runs:
         with torch.no_grad():
             acc = metalib.evaluate_accuracy(ensemble_predictor([models[n] for n in members], copies=c), sampler,
                                             episodes=episodes, batch_size=20, progress=False)
