@@ -8,14 +8,7 @@ from metalib.augment import random_affine
 from metalib.ensemble import ensemble_predictor, tta_embed
 from metalib.matching import MatchingNet
 from metalib.protonet import ProtoNet
-from metalib.tasks import Task
-
-
-def _task(seed=0, B=2, N=3, K=2, Q=2):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(B, N * (K + Q), 1, 28, 28, generator=g)
-    y_s, y_q = torch.arange(N).repeat_interleave(K), torch.arange(N).repeat_interleave(Q)
-    return Task(x[:, :N * K], y_s.expand(B, -1), x[:, N * K:], y_q.expand(B, -1))
+from test_metric import _task  # random (B, N*K) / (B, N*Q) episodes of 28x28 images
 
 
 def _models(n=2):
