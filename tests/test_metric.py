@@ -259,3 +259,21 @@ def test_final_pool_off_keeps_the_last_map_and_old_checkpoints_still_load(tmp_pa
     assert MetricConfig.from_dict(blob_cfg).final_pool is True
     with pytest.raises(ValueError, match="protonet"):
         MetricConfig("matching", final_pool=False)
+
+
+def test_train_part_trainval_trains_on_the_validation_alphabets_too():
+    import metalib
+    from metalib.metric_train import _splits
+
+    data = metalib.load_omniglot(download=False, progress=False)
+    cfg = MetricConfig("protonet", 5, 1, 2, split="lake")
+    train, val, groups = _splits(cfg, "cpu", data=data)
+    train_all, val_again, groups_all = _splits(dataclasses.replace(cfg, train_part="trainval"), "cpu", data=data)
+    assert set(train_all.char_index.tolist()) == set(train.char_index.tolist()) | set(val.char_index.tolist())
+    assert len(torch.unique(groups_all)) == 30 and len(torch.unique(groups)) == 25  # background alphabets
+    assert torch.equal(val_again.char_index, val.char_index)
+    with pytest.raises(ValueError, match="train_part"):
+        MetricConfig(train_part="test")
+    blob_cfg = dataclasses.asdict(EXPERIMENTS["protonet_lake"])
+    del blob_cfg["train_part"]  # checkpoints saved before the option existed
+    assert MetricConfig.from_dict(blob_cfg).train_part == "train"
