@@ -51,7 +51,7 @@ class MetricConfig:
             unless ``rotations``).
         rotations: override the split's default (None: vinyals yes, lake no).
         train_part: the split's part to train on: "train", or "trainval" to train on the validation
-            classes too (for lake: all 30 background alphabets, as Lake et al. and Koch et al.; validation
+            classes too (for lake: all 30 background alphabets, as Lake et al.'s protocol allows; validation
             then measures characters the model trained on, so it no longer estimates test accuracy).
         within_alphabet: all N classes of a training episode come from one alphabet (Lake et al.'s test
             protocol, applied to training: characters that share a style must be told apart).
