@@ -137,8 +137,10 @@ class MAMLConfig:
 
     Attributes:
         method: one of `METHODS`.
-        dataset: "omniglot" (Vinyals split with rotations; Conv-4 with per-task BatchNorm) or
-            "sinusoid" (MLP 1-40-40-1, MSE; the MAML paper's section 5.1).
+        dataset: "omniglot" (Conv-4 with per-task BatchNorm) or "sinusoid" (MLP 1-40-40-1, MSE; the
+            MAML paper's section 5.1).
+        split: the Omniglot class split (`metalib.data.splits`): "vinyals", the published lists the
+            papers use (default), or "random", the stand-in two early GPU checkpoints were trained on.
         n_way, k_shot, n_query: Omniglot episodes (N classes, K support and Q queries per class); for
             sinusoids K support points and Q query points (n_way is ignored).
         inner_lr, inner_steps: α and the inner steps during meta-training.
@@ -151,6 +153,7 @@ class MAMLConfig:
     """
     method: str = "maml"
     dataset: str = "omniglot"
+    split: str = "vinyals"
     n_way: int = 5
     k_shot: int = 1
     n_query: int = 5
@@ -223,7 +226,7 @@ def task_sampler(cfg: MAMLConfig, part: str, *, device=None, data=None, seed: in
     if cfg.dataset == "sinusoid":
         gen = torch.Generator().manual_seed(seed + {"train": 0, "val": 1, "test": 2}[part] * 7919)
         return lambda b: SinusoidTasks().sample(b, cfg.k_shot, cfg.n_query, generator=gen, device=device)
-    split = omniglot_split(data if data is not None else load_omniglot(), "vinyals", part, device=device)
+    split = omniglot_split(data if data is not None else load_omniglot(), cfg.split, part, device=device)
     return EpisodeSampler(split, cfg.n_way, cfg.k_shot, cfg.n_query, seed=seed).sample
 
 

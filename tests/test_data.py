@@ -271,6 +271,57 @@ def test_vinyals_parts_partition(omniglot):
     assert parts["trainval"] | parts["test"] == set(range(1623))
 
 
+def test_vinyals_is_the_published_split(omniglot):
+    """The published lists: class counts, all four rotations per character, and their alphabets."""
+    from metalib.data.splits import vinyals_classes
+    counts = {p: len(vinyals_classes(p)) for p in ("train", "val", "test", "trainval")}
+    assert counts == {"train": 4112, "val": 688, "test": 1692, "trainval": 4800}
+    assert sorted(vinyals_classes("train") + vinyals_classes("val")) == sorted(vinyals_classes("trainval"))
+    for part in ("train", "val", "test"):
+        split = metalib.omniglot_split(omniglot, "vinyals", part)
+        assert split.n_classes == counts[part]
+        listed = {c.replace("/rot000", "").replace("/rot090", "/rot90") for c in vinyals_classes(part)}
+        assert set(split.class_names) == listed, part  # the same classes, rotations included
+    alphabets = {p: {omniglot.char_names[i].split("/")[0] for i in split_characters(omniglot, "vinyals", p).tolist()}
+                 for p in ("train", "val", "test")}
+    assert (len(alphabets["train"]), len(alphabets["val"]), len(alphabets["test"])) == (33, 5, 13)
+    assert alphabets["train"] & alphabets["test"] == {"Gurmukhi"}  # nearly alphabet-disjoint
+    assert not alphabets["val"] & alphabets["test"]
+    # the published test characters, spot-checked against the list file's first and last lines
+    test_names = {omniglot.char_names[i] for i in split_characters(omniglot, "vinyals", "test").tolist()}
+    assert "Gurmukhi/character42" in test_names and vinyals_classes("test")[-1].rsplit("/", 1)[0] in test_names
+
+
+def test_vinyals_lists_shipped_equal_the_shared_copy_and_are_verified(tmp_path, monkeypatch):
+    from metalib.data import splits
+    shared = og.data_root() / "omniglot" / "splits" / "vinyals"
+    if not shared.is_dir():
+        pytest.skip(f"no shared copy of the Vinyals lists under {shared}")
+    for part in ("train", "val", "test", "trainval"):
+        assert (splits._PACKAGED / f"{part}.txt").read_bytes() == (shared / f"{part}.txt").read_bytes(), part
+    # a tampered list under METALIB_DATA is refused with a message that says what to do
+    bad = tmp_path / "omniglot" / "splits" / "vinyals"
+    bad.mkdir(parents=True)
+    (bad / "test.txt").write_text("Gurmukhi/character42/rot000\n")
+    monkeypatch.setenv("METALIB_DATA", str(tmp_path))
+    splits.vinyals_classes.cache_clear()
+    try:
+        with pytest.raises(OmniglotError, match="does not match the published Vinyals list"):
+            splits.vinyals_classes("test")
+        assert len(splits.vinyals_classes("val")) == 688  # no copy there: the packaged one
+    finally:
+        splits.vinyals_classes.cache_clear()
+
+
+def test_vinyals_missing_character_is_a_clear_error(omniglot):
+    from metalib.data.splits import split_characters as sc
+    names = list(omniglot.char_names)
+    names[names.index("Gurmukhi/character42")] = "Gurmukhi/character99"
+    broken = dataclasses.replace(omniglot, char_names=tuple(names))
+    with pytest.raises(OmniglotError, match="not in the Omniglot images.*Gurmukhi/character42"):
+        sc(broken, "vinyals", "test")
+
+
 def test_vinyals_rotations(omniglot):
     split = metalib.omniglot_split(omniglot, "vinyals", "test")
     C = 423
@@ -319,7 +370,7 @@ def test_lake_no_rotations_by_default(omniglot):
     assert rotated.n_classes == 4 * split.n_classes
 
 
-@pytest.mark.parametrize("split", ["vinyals", "lake"])
+@pytest.mark.parametrize("split", ["vinyals", "lake", "random"])
 def test_split_determinism(omniglot, split):
     for part in ("train", "val", "test"):
         a = split_characters(omniglot, split, part)
@@ -331,10 +382,15 @@ def test_split_determinism(omniglot, split):
     assert torch.equal(s1.images, s2.images) and s1.class_names == s2.class_names
 
 
-def test_vinyals_split_is_the_documented_permutation(omniglot):
+def test_random_split_is_the_documented_permutation(omniglot):
+    """The old stand-in split ("random"), kept for the two GPU checkpoints trained with it."""
     import numpy as np
     perm = np.random.RandomState(0).permutation(1623)
-    assert split_characters(omniglot, "vinyals", "test").tolist() == sorted(perm[1200:].tolist())
+    assert split_characters(omniglot, "random", "test").tolist() == sorted(perm[1200:].tolist())
+    assert split_characters(omniglot, "random", "train").tolist() == sorted(perm[:1028].tolist())
+    assert metalib.omniglot_split(omniglot, "random", "test").n_classes == 4 * 423  # rotations by default
+    # it is not the published split
+    assert split_characters(omniglot, "random", "test").tolist() != split_characters(omniglot, "vinyals", "test").tolist()
 
 
 @pytest.mark.parametrize("split,part", [("omniglot", "train"), ("vinyals", "training"), ("lake", "")])
