@@ -9,7 +9,7 @@ LAB_ARGS ?=
 # JupyterLab refuses to start as root (containers, CI) unless told it is fine.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test setup data notebooks autograder bench info clean
+.PHONY: lab test setup data notebooks autograder bench info clean mutants
 
 lab: setup data
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
@@ -43,6 +43,13 @@ bench: setup data
 	$(BIN)/python benchmarks/rl2_bandits.py
 	$(BIN)/python benchmarks/rl2_gridnavi.py
 	$(BIN)/python benchmarks/demo_mode.py
+
+# Mutation testing of the core modules (tools/mutants.py): `make mutants MODULES="checks.py maml.py"`
+# runs only those. One worker, lowest priority: it takes hours for all modules on 2 cores.
+MODULES ?=
+mutants: setup
+	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[test,mutation]"
+	OMP_NUM_THREADS=1 nice -n 19 $(BIN)/python tools/mutants.py $(MODULES)
 
 info: setup
 	$(BIN)/python -m metalib info

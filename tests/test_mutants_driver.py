@@ -1,0 +1,104 @@
+"""tools/mutants.py (the `make mutants` driver): its table, score and equivalent-mutant handling,
+on made-up mutmut results (this test runs no mutation testing)."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("mutants_driver", PROJECT / "tools" / "mutants.py")
+drv = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = drv  # dataclasses look their module up there
+_spec.loader.exec_module(drv)
+
+P = "metalib.checks.x_assert_close__mutmut_"
+
+
+def fake(status: dict[str, str], diffs: dict[str, str] | None = None) -> "drv.ModuleResult":
+    return drv.ModuleResult("checks.py", {P + k: v for k, v in status.items()},
+                            {P + k: v for k, v in (diffs or {}).items()}, seconds=12.0)
+
+
+def test_score_counts_timeouts_as_detected_and_no_tests_as_undetected():
+    r = fake({"1": "killed", "2": "killed", "3": "timeout", "4": "survived", "5": "no tests", "6": "suspicious"})
+    c = drv.classify(r, {})
+    assert c["total"] == 6
+    assert c["counts"] == {"killed": 2, "survived": 1, "no tests": 1, "timeout": 1, "other": 1}
+    assert c["score"] == pytest.approx(3 / 6)
+    assert set(c["undetected"]) == {P + "4", P + "5", P + "6"}
+
+
+def test_equivalent_mutant_leaves_the_denominator_only_while_its_line_matches():
+    r = fake({"1": "killed", "2": "survived", "3": "survived"},
+             diffs={"2": "-    x = a + b\n+    x = b + a", "3": "-    y = 1\n+    y = 2"})
+    equivalent = {P + "2": {"line": "x = b + a", "reason": "addition commutes"},
+                  P + "3": {"line": "y = 3", "reason": "the code has changed since"}}
+    c = drv.classify(r, equivalent)
+    assert c["equivalent"] == {P + "2": "addition commutes"}
+    assert set(c["stale"]) == {P + "3"}  # listed but no longer the same mutation: still counts
+    assert c["counts"]["survived"] == 1 and c["score"] == pytest.approx(1 / 2)
+    text = drv.render([r], equivalent)
+    assert f"`{P}2`: equivalent: addition commutes" in text
+    assert f"`{P}3`: survived (stale equivalent entry" in text
+
+
+def test_a_killed_mutant_listed_as_equivalent_still_counts_as_killed():
+    r = fake({"1": "killed"}, diffs={"1": "-    a = 1\n+    a = 2"})
+    c = drv.classify(r, {P + "1": {"line": "a = 2", "reason": "wrongly listed"}})
+    assert c["equivalent"] == {} and c["score"] == 1.0
+
+
+def test_table_row_and_undetected_list():
+    r = fake({"1": "killed", "2": "killed", "3": "killed", "4": "survived"}, diffs={"4": "-    a < b\n+    a <= b"})
+    text = drv.render([r], {})
+    lines = text.splitlines()
+    assert lines[0].startswith("| module | mutants | killed | survived | no tests | timeout |")
+    assert "| `checks.py` | 4 | 3 | 1 | 0 | 0 | 0 | 0 | 75.0% | 12 s |" in lines
+    assert f"- `{P}4`: survived" in text and "+    a <= b" in text
+
+
+def test_empty_module_has_no_score():
+    assert math.isnan(drv.classify(fake({}), {})["score"])
+
+
+def test_equivalent_file_entries_are_complete(tmp_path):
+    assert isinstance(drv.load_equivalent(), dict)  # the shipped file parses
+    bad = tmp_path / "eq.yml"
+    bad.write_text("- mutant: m\n  line: x\n")
+    with pytest.raises(SystemExit, match="reason"):
+        drv.load_equivalent(bad)
+
+
+def test_every_core_module_and_its_tests_exist():
+    for module, tests in drv.TARGETS.items():
+        assert (PROJECT / "metalib" / module).exists(), module
+        for t in tests:
+            assert (PROJECT / t).is_file(), t
+    assert drv.slug("rl/rl2.py") == "rl_rl2" and drv.slug("grading/") == "grading"
+    assert drv.module_prefix("rl/rl2.py") == "metalib.rl.rl2."
+    assert drv._is_target("grading/", Path("grading/runner.py")) and not drv._is_target("maml.py", Path("maml_train.py"))
+
+
+def test_workspace_config_is_valid_toml_for_mutmut_and_pytest():
+    cfg = tomllib.loads(drv.workspace_config("grading/"))
+    mm = cfg["tool"]["mutmut"]
+    assert mm["only_mutate"] == ["metalib/grading/*"]
+    assert mm["pytest_add_cli_args_test_selection"] == drv.tests_for("grading/")
+    assert mm["pytest_add_cli_args"][:2] == ["-m", "not slow"]
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert cfg["tool"]["pytest"]["ini_options"]["markers"] == project["markers"]
+    assert "testpaths" not in cfg["tool"]["pytest"]["ini_options"]
+
+
+def test_results_parsing_keeps_only_the_module(monkeypatch):
+    out = ("    metalib.checks.x_assert_close__mutmut_1: killed\n"
+           "    metalib.checks.xǁFooǁbar__mutmut_2: no tests\n"
+           "    metalib.checks_extra.x_f__mutmut_1: survived\n")
+    monkeypatch.setattr(drv, "mutmut", lambda ws, *a, capture=False: type("P", (), {"stdout": out})())
+    assert drv.read_results(Path("."), "checks.py") == {
+        "metalib.checks.x_assert_close__mutmut_1": "killed", "metalib.checks.xǁFooǁbar__mutmut_2": "no tests"}
