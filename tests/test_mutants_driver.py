@@ -3,6 +3,7 @@ on made-up mutmut results (this test runs no mutation testing)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 import tomllib
@@ -95,10 +96,13 @@ def test_workspace_config_is_valid_toml_for_mutmut_and_pytest():
     assert "testpaths" not in cfg["tool"]["pytest"]["ini_options"]
 
 
-def test_results_parsing_keeps_only_the_module(monkeypatch):
-    out = ("    metalib.checks.x_assert_close__mutmut_1: killed\n"
-           "    metalib.checks.xǁFooǁbar__mutmut_2: no tests\n"
-           "    metalib.checks_extra.x_f__mutmut_1: survived\n")
-    monkeypatch.setattr(drv, "mutmut", lambda ws, *a, capture=False: type("P", (), {"stdout": out})())
-    assert drv.read_results(Path("."), "checks.py") == {
-        "metalib.checks.x_assert_close__mutmut_1": "killed", "metalib.checks.xǁFooǁbar__mutmut_2": "no tests"}
+def test_results_are_read_from_mutmuts_files_for_the_module_only(tmp_path):
+    meta = tmp_path / "mutants" / "metalib" / "checks.py.meta"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"exit_code_by_key": {
+        P + "1": 1, P + "2": 0, P + "3": 33, P + "4": 36, P + "5": None, P + "6": -7,
+        "metalib.checks_extra.x_f__mutmut_1": 0}}))
+    assert drv.read_results(tmp_path, "checks.py") == {
+        P + "1": "killed", P + "2": "survived", P + "3": "no tests", P + "4": "timeout", P + "5": "not checked",
+        P + "6": "suspicious"}
+    assert drv.mutant_source("metalib.rl.rl2.xǁRL2ǁact__mutmut_3") == "metalib/rl/rl2.py"
