@@ -1,0 +1,105 @@
+"""metalib.checks: behaviour that the mutation run of `make mutants MODULES=checks.py` showed untested.
+
+Each test is named after what it guards; the messages checked here are what a student reads when an
+autograder check fails, so a message naming the wrong thing is a bug.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metalib import checks
+from metalib.tasks import Task
+
+
+def test_assert_rows_close_passes_its_tolerances_to_every_row():
+    e = torch.zeros(3, 2)
+    near = e + 0.05
+    checks.assert_rows_close(near, e, atol=0.1, rtol=0)  # within atol, not within the default 1e-5
+    big = torch.full((3, 2), 1000.0)
+    checks.assert_rows_close(big + 0.5, big, atol=0, rtol=1e-3)  # within rtol only
+    with pytest.raises(AssertionError, match="rtol=0.001"):
+        checks.assert_rows_close(big + 2.0, big, atol=0, rtol=1e-3)
+
+
+def test_assert_rows_close_names_the_missing_expected_value():
+    with pytest.raises(AssertionError, match="expected prototype is None"):
+        checks.assert_rows_close(torch.zeros(2, 2), None, row_name="prototype")
+
+
+def _images():
+    return torch.randint(0, 256, (4, 5, 6, 6), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("nothing", [None, Ellipsis])
+def test_assert_episode_says_the_function_returned_nothing(nothing):
+    with pytest.raises(AssertionError) as info:
+        checks.assert_episode(nothing, _images(), 2, 1, 2)
+    msg = str(info.value)
+    assert f"the episode is {nothing!r}" in msg and "returned nothing" in msg and "return" in msg
+
+
+def test_assert_episode_names_what_it_got_instead_of_a_task():
+    with pytest.raises(AssertionError, match=r"expected Task\(x_support, y_support, x_query, y_query\), got tuple"):
+        checks.assert_episode((torch.zeros(2, 1, 6, 6), torch.zeros(2)), _images(), 2, 1, 2)
+    with pytest.raises(AssertionError, match="got int"):
+        checks.assert_episode(3, _images(), 2, 1, 2)
+
+
+def test_assert_episode_names_the_support_labels_when_their_shape_is_wrong():
+    x = torch.zeros(2, 1, 6, 6)
+    task = Task(x, torch.zeros(2, 1, dtype=torch.int64), torch.zeros(4, 1, 6, 6), torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(AssertionError, match=r"^y_support has shape \(2, 1\), expected \(2,\)$"):
+        checks.assert_episode(task, _images(), 2, 1, 2)
+
+
+def _episode(images, classes=(1, 3), k_shot=1, n_query=2) -> Task:
+    """A correct episode from ``images`` (C, M, H, W): the given classes, drawings in order."""
+    n, (h, w) = len(classes), images.shape[-2:]
+    x = images[list(classes), :k_shot + n_query].float().div(255).unsqueeze(2)  # (N, K+Q, 1, H, W)
+    labels = torch.arange(n)
+    return Task(x[:, :k_shot].reshape(n * k_shot, 1, h, w), labels.repeat_interleave(k_shot),
+                x[:, k_shot:].reshape(n * n_query, 1, h, w), labels.repeat_interleave(n_query))
+
+
+def test_assert_episode_label_equal_to_n_way_is_reported_as_out_of_range():
+    t = _episode(_images())
+    with pytest.raises(AssertionError, match=r"y_query should hold labels 0\.\.1, got values from 0 to 2"):
+        checks.assert_episode(t._replace(y_query=torch.tensor([0, 1, 1, 2])), _images(), 2, 1, 2)
+
+
+def test_assert_episode_label_counts_message_lists_every_label():
+    t = _episode(_images())
+    with pytest.raises(AssertionError) as info:
+        checks.assert_episode(t._replace(y_support=torch.tensor([0, 0])), _images(), 2, 1, 2)
+    assert "y_support should hold each label 0..1 exactly 1 times, got counts [2, 0]" in str(info.value)
+
+
+def test_assert_episode_works_with_more_classes_than_drawings_per_class():
+    """Omniglot has 964 classes of 20 drawings: a class index beyond the drawings count must still work."""
+    imgs = torch.randint(0, 256, (6, 3, 5, 5), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    checks.assert_episode(_episode(imgs, classes=(5, 4), k_shot=1, n_query=2), imgs, 2, 1, 2)
+    bad = _episode(imgs, classes=(5, 4))  # label 0 support from class 5, query from class 0
+    xq = bad.x_query.clone()
+    xq[0] = imgs[0, 1].float().div(255)[None]
+    with pytest.raises(AssertionError, match="label 0 is used for images of two different classes"):
+        checks.assert_episode(bad._replace(x_query=xq), imgs, 2, 1, 2)
+
+
+def test_assert_episode_rejects_images_scaled_by_256_instead_of_255():
+    imgs = _images()
+    t = _episode(imgs)
+    off = t._replace(x_support=t.x_support * 255 / 256)  # off by 0.4%: not the split's images
+    with pytest.raises(AssertionError, match=r"x_support\[\d\] is not one of the split's images scaled to \[0, 1\]"):
+        checks.assert_episode(off, imgs, 2, 1, 2)
+
+
+def test_assert_episode_repeated_drawing_is_caught_beside_a_near_identical_one():
+    imgs = _images().clone()
+    imgs[3, 4] = imgs[3, 1]
+    imgs[3, 4, 0, 0] = imgs[3, 1, 0, 0] ^ 64  # class 3 drawing 4 differs from drawing 1 in one pixel only
+    t = _episode(imgs)  # queries of label 1: class 3 drawings 1 and 2
+    xq = t.x_query.clone()
+    xq[3] = imgs[3, 1].float().div(255)[None]  # drawing 1 of class 3 used twice in the query set
+    with pytest.raises(AssertionError, match="appears twice in one set"):
+        checks.assert_episode(t._replace(x_query=xq), imgs, 2, 1, 2)
