@@ -77,7 +77,8 @@ def test_reference_implementation_is_flagged_and_scored_zero(tmp_path):
     want = expected[result.file]
     assert result.scores == want["score"], result.tests
     assert result.flags == want["flags"]
-    assert all(t[2] for t in result.tests["q3"]), "q3's tests pass with the reference: only the flag catches it"
+    assert not any(t[2] for t in result.tests["q3"]), "the reference is not available while grading"
+    assert "not available while grading" in " ".join(t[3] for t in result.tests["q3"])
 
 
 def test_reference_detector_allows_the_stubs_own_helpers():
