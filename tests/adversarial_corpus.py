@@ -117,12 +117,13 @@ def _reference_routes_a() -> dict[str, str]:
 
 
 def _pasted_library() -> str:
-    """The library's own source of q3, pasted and renamed (works: flagged for review, not zeroed)."""
+    """The library's own source of q3 and its helpers, pasted (works: flagged for review, not zeroed)."""
     from metalib import maml_gradient as mg
 
     hvp = inspect.getsource(mg.hvp).replace("def hvp(", "def hessian_vector_product(")
     g = inspect.getsource(mg.g_maml_hvp).replace("hvp(losses", "hessian_vector_product(losses")
-    return ("from metalib.maml_gradient import inner_losses, _grad\n\n" + hvp + "\n\n" + g)
+    helpers = inspect.getsource(mg.inner_losses) + "\n\n" + inspect.getsource(mg._grad)
+    return "from typing import Callable\nLoss = InnerLoss = Callable\n\n\n" + helpers + "\n\n" + hvp + "\n\n" + g
 
 
 def adversarial_06(dest: Path, paths: dict) -> dict[str, dict]:
@@ -145,7 +146,7 @@ def adversarial_06(dest: Path, paths: dict) -> dict[str, dict]:
     _with_cell(nb, "g_maml_explicit = mg.g_maml_autograd\n", after="g_maml_explicit")
     cases["helper_magic_rebind_paste"] = (nb, {"score": {"q1": 0.0, "q2": 0.0, "q3": 3.0, "q4": 2.0},
                                               "flags": {"q1": "not available while grading", "q2": "not available",
-                                                        "q3": "close to the library"}})
+                                                        "q3": "g_maml_hvp ~ metalib.maml_gradient.g_maml_hvp"}})
     cases["lookup_table"] = (_lookup_table(), {"score": {q: round(0.25 * p, 4) for q, p in FULL.items()}})
     cases["batch_attacks"] = (_append(solved(NAME), _batch_attack(paths)), {"score": FULL})
     cases["kill_everything"] = (_append(solved(NAME), "import os, signal\nos.kill(-1, signal.SIGKILL)\n"), {"score": ZERO, "status": "the sandbox ended"})
@@ -159,8 +160,16 @@ def adversarial_06(dest: Path, paths: dict) -> dict[str, dict]:
     return files
 
 
+def _key(*args) -> str:
+    """What a lookup table keys on: the inputs' tensors (summed, rounded) and numbers."""
+    import torch
+
+    return repr([round(float(a.sum()), 8) if isinstance(a, torch.Tensor) else a for a in args if not callable(a)])
+
+
 def _lookup_table() -> nbformat.NotebookNode:
-    """Answers that return the public probes' outputs (computed with the reference) and zeros otherwise."""
+    """Answers that return the public probes' outputs (recorded from the reference on the public
+    probes' inputs) and zeros for any other input."""
     import random
 
     import torch
@@ -168,31 +177,46 @@ def _lookup_table() -> nbformat.NotebookNode:
     from metalib.grading.judge import expected_value
     from metalib.grading.judges.maml_gradient import JUDGE
 
-    refs, table = JUDGE.references(), {}
+    table: dict[str, dict[str, object]] = {}
+
+    def recorder(name, fn):
+        def record(*args):
+            out = fn(*args)
+            table.setdefault(name, {})[_key(*args)] = out.tolist() if isinstance(out, torch.Tensor) else out
+            return out
+        return record
+
+    refs = {name: recorder(name, fn) for name, fn in JUDGE.references().items()}
     dtype = torch.get_default_dtype()
     try:
         for probe in JUDGE.probes(random.Random(0)):
             if not probe.hidden:
-                table[probe.name] = expected_value(probe, refs)
+                expected_value(probe, refs)
     finally:
         torch.set_default_dtype(dtype)
-    flat = {}
-    for value in table.values():
-        for v in (value if isinstance(value, list) else [value["g"]] if isinstance(value, dict) else [value]):
-            if isinstance(v, torch.Tensor):
-                flat[tuple(v.shape)] = flat.get(tuple(v.shape), []) + [v.tolist()]
-    lines = ["import torch", f"_TABLE = {json.dumps({str(k): v for k, v in flat.items()})}", "_calls = {}",
-             "def _lookup(shape):", "    key = str(tuple(shape))", "    n = _calls.get(key, 0)", "    _calls[key] = n + 1",
-             "    rows = _TABLE.get(key, [])",
-             "    return torch.tensor(rows[n % len(rows)], dtype=torch.float64) if rows else torch.zeros(shape, dtype=torch.float64)"]
+    key = inspect.getsource(_key).replace("    import torch\n\n", "")
+    head = f"import torch\n{key}\n_TABLE = {json.dumps(table)}\n\n" + """
+def _lookup(name, shape, *args):
+    found = _TABLE.get(name, {}).get(_key(*args))
+    if isinstance(found, list):
+        return torch.tensor(found, dtype=torch.float64)
+    return found if found is not None else torch.zeros(shape, dtype=torch.float64)
+"""
     nb = _blank()
-    _with_cell(nb, "\n".join(lines) + "\n")
-    _answer(nb, "inner_step_jacobian", "def inner_step_jacobian(inner_loss, theta, alpha):\n    return _lookup((theta.numel(), theta.numel()))\n")
-    _answer(nb, "g_maml_explicit", "def g_maml_explicit(inner_loss, outer_loss, theta0, alpha, k):\n    return _lookup(theta0.shape)\n")
-    _answer(nb, "g_maml_hvp", "def hessian_vector_product(loss, theta, v):\n    return _lookup(theta.shape)\n\n\n"
-                              "def g_maml_hvp(inner_loss, outer_loss, theta0, alpha, k):\n    return _lookup(theta0.shape)\n")
-    _answer(nb, "g_first_order", "def g_first_order(inner_loss, outer_loss, theta0, alpha, k):\n    return _lookup(theta0.shape)\n\n\n"
-                                 "def relative_error(approx, exact):\n    return 2 ** 0.5\n")
+    _with_cell(nb, head)
+    _answer(nb, "inner_step_jacobian", "def inner_step_jacobian(inner_loss, theta, alpha):\n"
+                                       "    return _lookup('inner_step_jacobian', (theta.numel(), theta.numel()), theta, alpha)\n")
+    _answer(nb, "g_maml_explicit", "def g_maml_explicit(inner_loss, outer_loss, theta0, alpha, k):\n"
+                                   "    return _lookup('g_maml_explicit', theta0.shape, theta0, alpha, k)\n")
+    _answer(nb, "g_maml_hvp", "def hessian_vector_product(loss, theta, v):\n"
+                              "    return _lookup('hessian_vector_product', theta.shape, theta, v)\n\n\n"
+                              "def g_maml_hvp(inner_loss, outer_loss, theta0, alpha, k):\n"
+                              "    return _lookup('g_maml_hvp', theta0.shape, theta0, alpha, k)\n")
+    _answer(nb, "g_first_order", "def g_first_order(inner_loss, outer_loss, theta0, alpha, k):\n"
+                                 "    return _lookup('g_first_order', theta0.shape, theta0, alpha, k)\n\n\n"
+                                 "def relative_error(approx, exact):\n"
+                                 "    found = _lookup('relative_error', (), approx, exact)\n"
+                                 "    return found if isinstance(found, float) else 0.0\n")
     return nb
 
 
@@ -231,7 +255,7 @@ try:
     for _ in range(2000):
         pid = os.fork()
         if pid == 0:
-            time.sleep(120)
+            time.sleep(20)
             os._exit(0)
         children.append(pid)
 except OSError as err:

@@ -123,7 +123,8 @@ def test_similarity_flags_pasted_library_not_honest_answers():
     assert similar_to_library(honest, a, JUDGE) == {}
     assert similar_to_library(list(_solution_sources("06_maml_gradient").values()), a, JUDGE) == {}
     flagged = similar_to_library(honest + [_pasted_library()], a, JUDGE)
-    assert set(flagged) == {"q3"} and "metalib.maml_gradient.g_maml_hvp" in flagged["q3"][0]
+    assert set(flagged) == {"q3"} and any(f.startswith("g_maml_hvp ~ metalib.maml_gradient.g_maml_hvp")
+                                          for f in flagged["q3"]), flagged
 
 
 def test_report_escapes_what_a_submission_controls(tmp_path):
