@@ -11,8 +11,12 @@ ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 .PHONY: lab test setup data notebooks autograder bench info clean
 
+# jupyter-config/ (put first on JUPYTER_CONFIG_PATH) disables JupyterLab's announcements plugin:
+# no "Would you like to get notified about official Jupyter news?" pop-up, no update checks.
+LAB_CONFIG := JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter-config$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}"
+
 lab: setup data
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
+	$(LAB_CONFIG) $(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest --nbval-lax -m "not slow"
