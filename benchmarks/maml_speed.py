@@ -18,7 +18,7 @@ initial weights and the same 32 tasks, and reports:
   time over that.
 
 learn2learn runs from its own environment (``--l2l-python``, e.g. ``.venv-l2l/bin/python``; see
-README "MAML speed" for how to build it) with ``l2l.algorithms.MAML`` exactly as its Omniglot example
+docs/RESULTS.md, "MAML meta-step speed", for how to build it) with ``l2l.algorithms.MAML`` exactly as its Omniglot example
 uses it: ``clone()``, ``adapt()`` per task, one ``backward()`` per task. Without learn2learn, the row
 "clone-and-adapt" reproduces that algorithm plainly (deep copy per task, autograd.grad, backward per task).
 

@@ -33,7 +33,7 @@ __all__ = ["METHODS", "DEFAULT_STRATEGY", "MAMLLearner", "MAMLConfig", "EXPERIME
            "train_maml", "save_maml", "load_maml", "evaluate_maml", "Score"]
 
 METHODS = ("maml", "fomaml", "anil", "metasgd", "reptile", "pretrain")
-# Strategy per device type, measured by benchmarks/maml_speed.py (README, "MAML speed"; Conv-4, 32 tasks).
+# Strategy per device type, measured by benchmarks/maml_speed.py (docs/RESULTS.md, "MAML meta-step speed"; Conv-4).
 # CPU: the per-task loop beats grouped convolutions. CUDA (an H200): one batched pass of all tasks takes
 # 0.06 s per meta-step at k = 1 and 0.16 s at k = 5, against 0.45-0.53 s and 2.1 s for the per-task loop.
 DEFAULT_STRATEGY = {"cpu": "loop", "cuda": "batched"}

@@ -5,7 +5,8 @@ the README's course command itself, ``make lab LAB_ARGS="..."`` (its set-up step
 and its data step verifies the Omniglot cache), on a free port of 127.0.0.1 with a random token.
 Elsewhere it starts the same server directly (``python -m jupyter lab
 --notebook-dir=<repo>/notebooks``). It checks that the REST API answers, that ``/lab`` serves the
-JupyterLab page, and that the contents API lists the notebook directory.
+JupyterLab page, that the contents API lists the notebook directory, and that the course's
+settings (``jupyter-config/``) disable JupyterLab's news pop-up.
 
 Isolation: only the *per-user* Jupyter directories are redirected into a
 temporary folder (config, data, runtime), so that a ``~/.jupyter`` config, a
@@ -40,6 +41,8 @@ STARTUP_TIMEOUT_S = 60.0  # upper bound; a healthy start takes a few seconds
 REQUEST_TIMEOUT_S = 10.0
 POLL_REQUEST_TIMEOUT_S = 2.0  # per /api/status try while waiting for startup
 STOP_GRACE_S = 10.0
+LAB_CONFIG_DIR = REPO / "jupyter-config"  # put first on JUPYTER_CONFIG_PATH by `make lab`
+NEWS_PLUGIN = "@jupyterlab/apputils-extension:announcements"  # asks "... official Jupyter news?"
 PORT_ATTEMPTS = 3  # only retried when another process grabbed the port first
 
 # Never send these requests through an HTTP(S) proxy from the environment.
@@ -163,6 +166,8 @@ def _start_server(notebook_dir: Path, env: dict[str, str], token: str, log_path:
             cmd = ["make", "--no-print-directory", "lab", "LAB_ARGS=" + " ".join(server_args)]
         else:
             cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebook_dir}", *server_args]
+            # what `make lab` adds (Makefile, LAB_CONFIG): the course's JupyterLab settings
+            env = {**env, "JUPYTER_CONFIG_PATH": str(LAB_CONFIG_DIR)}
         if cmd[0] != "make" and hasattr(os, "geteuid") and os.geteuid() == 0:
             # Containers/CI often run as root, where `jupyter lab` refuses to
             # start without this flag (`make lab LAB_ARGS=--allow-root`).
@@ -261,8 +266,11 @@ def test_jupyter_lab_serves_notebooks(tmp_path):
         # course dependency) must still be found despite the temporary user
         # dirs.  (Read from the page rather than /lab/api/extensions, which
         # may contact PyPI.)
-        names = {ext.get("name") for ext in _page_config(html)["federated_extensions"]}
+        page_config = _page_config(html)
+        names = {ext.get("name") for ext in page_config["federated_extensions"]}
         assert "@jupyter-widgets/jupyterlab-manager" in names, sorted(names)
+        # No news pop-up greets a new student: the plugin that asks is disabled.
+        assert NEWS_PLUGIN in page_config.get("disabledExtensions", []), page_config.get("disabledExtensions")
 
         assert proc.poll() is None, (
             f"server exited during the checks (code {proc.returncode}).\n"
