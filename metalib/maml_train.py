@@ -281,8 +281,11 @@ def evaluate_maml(learner: MAMLLearner, sample, *, steps=(0, 1, 3), episodes: in
 
 
 def train_maml(cfg: MAMLConfig, *, device=None, data=None, progress: bool = True, log=None,
-               checkpoint: str | Path | None = None, **meta) -> tuple[MAMLLearner, History]:
+               checkpoint: str | Path | None = None, sample=None, **meta) -> tuple[MAMLLearner, History]:
     """Meta-train ``cfg`` through `metalib.meta_train`, validating after ``cfg.eval_steps`` inner steps.
+
+    ``sample(batch) -> Task`` replaces the training tasks of ``cfg``'s split (e.g. a sampler with
+    ``fixed_labels``, notebook 09).
 
     Returns the learner and its `History` (train loss and accuracy or MSE; validation after
     ``eval_steps``; wall time). Ctrl-C stops early and keeps (and saves) the model.
@@ -291,7 +294,7 @@ def train_maml(cfg: MAMLConfig, *, device=None, data=None, progress: bool = True
 
     device = device or get_device()
     learner = build_learner(cfg).to(device)
-    train = task_sampler(cfg, "train", device=device, data=data, seed=cfg.train.seed)
+    train = sample or task_sampler(cfg, "train", device=device, data=data, seed=cfg.train.seed)
     regression = cfg.dataset == "sinusoid"
 
     def step_loss(task: Task):
