@@ -51,7 +51,8 @@ def with_head(fembed: FEmbed) -> FEmbed:
     b = params["head.bias"]; works for one task (z (n, D), W (N, D)) and batched (z (T, n, D), W (T, N, D))."""
     def fmodel(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         w, b = params["head.weight"], params["head.bias"]
-        return fembed(params, x) @ w.transpose(-1, -2) + b.unsqueeze(-2)
+        body = {n: p for n, p in params.items() if n not in HEAD}  # the backbone never sees the head's entries
+        return fembed(body, x) @ w.transpose(-1, -2) + b.unsqueeze(-2)
     return fmodel
 
 
