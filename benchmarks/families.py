@@ -1,8 +1,8 @@
 """Notebook 09's tables: every family on the Vinyals split with one Conv-4 and one wall-clock budget.
 
 Trains each of `metalib.families.FAMILIES` for ``--budget`` seconds (default 240 s = 4 minutes per
-method, so that the whole run, about 70 minutes with testing, fits an afternoon on a 2-core CPU; the
-issue suggested 15 minutes: pass ``--budget 900``), tests it on 5-way and 20-way, 1- and 5-shot tasks of
+method: seven budgets of training, 28 minutes, plus the tests, fit a session on a 2-core CPU; the issue
+suggested 15 minutes per method: pass ``--budget 900``), tests it on 5-way and 20-way, 1- and 5-shot tasks of
 the Vinyals test classes (``--episodes`` 600, mean ± 95% CI, ``--queries`` 5 per class) and on 5- and
 10-way 1-shot tasks of scikit-learn's digits (the domain shift), and runs the memorisation experiment
 (`metalib.memorization`). Writes the markdown tables (``--out``) and the results file notebook 09 loads

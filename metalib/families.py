@@ -85,7 +85,7 @@ def method_config(name: str, fc: FamiliesConfig):
     if name in ("maml", "anil", "protomaml"):  # the shipped 5-way 1-shot recipe (ProtoMAML: a smaller α)
         return MAMLConfig(name, n_way=5, k_shot=1, n_query=5, inner_lr=0.1 if name == "protomaml" else 0.4,
                           inner_steps=1, eval_steps=3, hidden=h, val_episodes=100,
-                          train=_train_cfg(fc, meta_batch=16, lr=1e-3, eval_every=25))
+                          train=_train_cfg(fc, meta_batch=16, lr=1e-3, eval_every=50))
     raise ValueError(f"unknown family {name!r}; choose one of {FAMILIES}")
 
 
@@ -203,7 +203,7 @@ def load_results(path: str | Path | None = None) -> dict:
     path = Path(path) if path is not None else RESULTS
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist yet: make it with `OMP_NUM_THREADS=1 python benchmarks/families.py` "
-                                "(about 70 minutes on a 2-core CPU), or train the rows in notebook 09 (TRAIN_FROM_SCRATCH)")
+                                "(seven training budgets plus the tests), or train the rows in notebook 09 (TRAIN_FROM_SCRATCH)")
     return json.loads(path.read_text())
 
 
