@@ -46,6 +46,7 @@ MAIN_PLOT = {
     "06_maml_gradient": "p1.first_order_errors(",
     "07_meta_rl_rl2": "class GridEval:",
     "08_maml_rl": "class AdaptEval:",
+    "09_choosing_a_meta_learner": "trained with 1 shot, tested with 1 and with 5",
 }
 TARGET_S = 30.0
 SLOWEST = 3   # cells listed per notebook over the target

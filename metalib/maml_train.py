@@ -4,10 +4,12 @@
   for training, ``predict(task, steps)`` / ``adapted(task, steps)`` for testing, with the strategy of
   `metalib.maml` (loop / batched / vmap) chosen per device from ``benchmarks/maml_speed.py``.
 * `MAMLConfig` / `EXPERIMENTS`: one frozen config per shipped experiment; ``method="pretrain"`` is the
-  baseline of the MAML paper's Fig. 2 (one network trained on all tasks jointly: zero inner steps).
+  baseline of the MAML paper's Fig. 2 (one network trained on all tasks jointly: zero inner steps);
+  ``method="protomaml"`` starts the inner loop from the prototype head (`metalib.protomaml`, notebook 09).
 * `train_maml`, `save_maml`, `load_maml`, `evaluate_maml` (accuracy or MSE after each number of steps).
 
-Finn et al. (2017); Raghu et al. (2020, ANIL); Li et al. (2017, Meta-SGD); Nichol et al. (2018, Reptile).
+Finn et al. (2017); Raghu et al. (2020, ANIL); Li et al. (2017, Meta-SGD); Nichol et al. (2018, Reptile);
+Triantafillou et al. (2020, ProtoMAML).
 Used by notebook 05, ``benchmarks/maml_accuracy.py`` and ``python -m metalib``.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import maml
+from . import maml, protomaml
 from .checkpoint import load_checkpoint_of_kind, save_checkpoint
 from .maml_batched import batched_functional, fast_functional, supports_batched
 from .nets import MLP, Conv4
@@ -32,7 +34,7 @@ from .train import History, TrainConfig, meta_train
 __all__ = ["METHODS", "DEFAULT_STRATEGY", "MAMLLearner", "MAMLConfig", "EXPERIMENTS", "build_learner",
            "train_maml", "save_maml", "load_maml", "evaluate_maml", "Score"]
 
-METHODS = ("maml", "fomaml", "anil", "metasgd", "reptile", "pretrain")
+METHODS = ("maml", "fomaml", "anil", "metasgd", "reptile", "pretrain", "protomaml")
 # Strategy per device type, measured by benchmarks/maml_speed.py (docs/RESULTS.md, "MAML meta-step speed"; Conv-4).
 # CPU: the per-task loop beats grouped convolutions. CUDA (an H200): one batched pass of all tasks takes
 # 0.06 s per meta-step at k = 1 and 0.16 s at k = 5, against 0.45-0.53 s and 2.1 s for the per-task loop.
@@ -43,7 +45,8 @@ class MAMLLearner(nn.Module):
     """A network plus the inner loop of one MAML-family method.
 
     Args:
-        model: the network (``Conv4(..., running_stats=False)`` or ``MLP``; any module with "loop").
+        model: the network (``Conv4(..., running_stats=False)`` or ``MLP``; any module with "loop");
+            for "protomaml" a backbone without head (its head is made from each task's prototypes).
         method: one of `METHODS`.
         inner_lr: α (Meta-SGD: the initial value of every learned rate).
         steps: inner steps during meta-training.
@@ -64,6 +67,9 @@ class MAMLLearner(nn.Module):
             raise ValueError("strategy='vmap' gives a wrong second-order gradient through BatchNorm (torch.func's "
                              "batching of its double backward; tests/test_maml.py measures it): use "
                              "strategy='batched' (per-task statistics, exact) or 'loop'")
+        if method == "protomaml" and (strategy == "vmap" or getattr(model, "head", None) is not None):
+            raise ValueError("protomaml needs a backbone without head (Conv4(..., n_classes=None)) and "
+                             "strategy 'loop', 'batched' or 'auto'")
         self.model, self.method, self.inner_lr, self.steps = model, method, inner_lr, steps
         self.loss_fn, self._strategy, self.chunk = loss_fn, strategy, chunk
         if method == "metasgd":  # ParameterDict keys may not contain dots
@@ -95,7 +101,13 @@ class MAMLLearner(nn.Module):
                                      loss_fn=self.loss_fn, names=a["names"], strategy=a["strategy"],
                                      bfmodel=a["bfmodel"])
         steps = 0 if self.method == "pretrain" else self.steps
-        a = self._args(steps, self.method == "fomaml")
+        return self._meta_loss(task, steps, self.method == "fomaml")
+
+    def _meta_loss(self, task: Task, steps: int, first_order: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self._args(steps, first_order)
+        if self.method == "protomaml":
+            return protomaml.meta_loss(a["fmodel"], a["params"], task, inner_lr=a["inner_lr"], steps=steps,
+                                       first_order=first_order, strategy=a["strategy"], bfembed=a["bfmodel"])
         return maml.meta_loss(a.pop("fmodel"), a.pop("params"), task, **a)
 
     def meta_backward(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,9 +134,8 @@ class MAMLLearner(nn.Module):
         The pre-trained baseline fine-tunes with the same inner learning rate.
         """
         steps = self.steps if steps is None else steps
-        a = self._args(steps, True)
         with torch.enable_grad():
-            _, out = maml.meta_loss(a.pop("fmodel"), a.pop("params"), task, **a)
+            _, out = self._meta_loss(task, steps, True)
         return out.detach()
 
     def forward(self, task: Task) -> torch.Tensor:
@@ -171,6 +182,8 @@ class MAMLConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.dataset not in ("omniglot", "sinusoid"):
             raise ValueError(f"dataset must be 'omniglot' or 'sinusoid', got {self.dataset!r}")
+        if self.method == "protomaml" and self.dataset != "omniglot":
+            raise ValueError("protomaml classifies (its head is made of class prototypes): use dataset='omniglot'")
 
     def quick_overrides(self) -> dict:
         """Quick mode: a few small meta-batches and validation tasks, same code path."""
@@ -212,7 +225,7 @@ def build_learner(cfg: MAMLConfig) -> MAMLLearner:
     if cfg.dataset == "sinusoid":
         return MAMLLearner(MLP(1, [cfg.hidden, cfg.hidden], 1), cfg.method, cfg.inner_lr, cfg.inner_steps,
                            cfg.strategy, F.mse_loss, cfg.chunk)
-    net = Conv4(hidden=cfg.hidden, n_classes=cfg.n_way, running_stats=False)
+    net = Conv4(hidden=cfg.hidden, n_classes=None if cfg.method == "protomaml" else cfg.n_way, running_stats=False)
     return MAMLLearner(net, cfg.method, cfg.inner_lr, cfg.inner_steps, cfg.strategy, chunk=cfg.chunk)
 
 
@@ -268,8 +281,11 @@ def evaluate_maml(learner: MAMLLearner, sample, *, steps=(0, 1, 3), episodes: in
 
 
 def train_maml(cfg: MAMLConfig, *, device=None, data=None, progress: bool = True, log=None,
-               checkpoint: str | Path | None = None, **meta) -> tuple[MAMLLearner, History]:
+               checkpoint: str | Path | None = None, sample=None, **meta) -> tuple[MAMLLearner, History]:
     """Meta-train ``cfg`` through `metalib.meta_train`, validating after ``cfg.eval_steps`` inner steps.
+
+    ``sample(batch) -> Task`` replaces the training tasks of ``cfg``'s split (e.g. a sampler with
+    ``fixed_labels``, notebook 09).
 
     Returns the learner and its `History` (train loss and accuracy or MSE; validation after
     ``eval_steps``; wall time). Ctrl-C stops early and keeps (and saves) the model.
@@ -278,7 +294,7 @@ def train_maml(cfg: MAMLConfig, *, device=None, data=None, progress: bool = True
 
     device = device or get_device()
     learner = build_learner(cfg).to(device)
-    train = task_sampler(cfg, "train", device=device, data=data, seed=cfg.train.seed)
+    train = sample or task_sampler(cfg, "train", device=device, data=data, seed=cfg.train.seed)
     regression = cfg.dataset == "sinusoid"
 
     def step_loss(task: Task):

@@ -62,6 +62,10 @@ class EpisodeSampler:
         groups: optional (C,) int group id of every class (e.g. its alphabet). Then all N classes of
             a task come from one group, drawn uniformly among the groups with >= N classes: Lake et
             al.'s within-alphabet protocol (notebook 04).
+        fixed_labels: every class keeps one label across all tasks, class c always label c mod N (a task
+            draws one class of each residue): *non-mutually-exclusive* tasks, which a learner can solve
+            by memorising the class -> label map and ignoring the support set (Yin et al. 2020,
+            "Meta-Learning without Memorization"; notebook 09). Default: labels shuffled per task.
 
     Raises:
         ValueError: N larger than the split's classes, K + Q larger than the drawings per
@@ -73,7 +77,8 @@ class EpisodeSampler:
     """
 
     def __init__(self, split: "ClassSplit", n_way: int, k_shot: int, n_query: int, *,
-                 seed: int = 0, dtype: torch.dtype = torch.float32, groups: torch.Tensor | None = None):
+                 seed: int = 0, dtype: torch.dtype = torch.float32, groups: torch.Tensor | None = None,
+                 fixed_labels: bool = False):
         n_classes, per_class = split.images.shape[:2]
         for name, value in (("n_way", n_way), ("k_shot", k_shot), ("n_query", n_query)):
             if int(value) != value or value < 1:
@@ -84,7 +89,10 @@ class EpisodeSampler:
         if k_shot + n_query > per_class:
             raise ValueError(f"k_shot + n_query = {k_shot} + {n_query} = {k_shot + n_query} but each class "
                              f"has {per_class} examples; reduce k_shot or n_query")
+        if fixed_labels and groups is not None:
+            raise ValueError("fixed_labels and groups cannot be combined: choose one way of drawing the classes")
         self.split, self.n_way, self.k_shot, self.n_query = split, n_way, k_shot, n_query
+        self.fixed_labels = fixed_labels
         self.dtype = dtype
         self.groups = self._eligible = None
         if groups is not None:
@@ -114,6 +122,10 @@ class EpisodeSampler:
             pick = torch.randint(len(self._eligible), (B,), generator=gen, device=dev)
             scores = scores + (self.groups[None] == self._eligible[pick][:, None])  # in-group: [1, 2)
         classes = scores.topk(N, dim=1).indices  # (B, N)
+        if self.fixed_labels:  # slot l takes one of the classes l, l + N, l + 2N, ...: label = class mod N
+            slot = torch.arange(N, device=dev)
+            count = (n_classes - slot + N - 1) // N  # (N,) classes per label
+            classes = slot + N * (scores[:, :N] * count).long().clamp_max(count - 1)  # (B, N)
         draws = torch.rand(B, N, per_class, generator=gen, device=dev).argsort(dim=2)[..., :K + Q]  # (B, N, K+Q)
         x = images[classes[..., None], draws]  # (B, N, K+Q, H, W) uint8
         x = x.to(self.dtype).div_(255).unsqueeze(3)  # (B, N, K+Q, 1, H, W)
