@@ -56,6 +56,34 @@ def test_rollout_shapes_inputs_and_reproducibility():
     assert x[:, 5, 0].eq(1).all(), "a new episode starts at cell (0, 0)"
 
 
+def test_episode_reset_clears_the_input_too():
+    """After an "episode" reset the GRU reads what it reads at a task's start (no previous action,
+    reward or done flag): nothing of the previous episode leaks through the input."""
+    env = GridNavi(episode_len=5, n_episodes=3)
+    pol = RL2Policy(env.obs_dim, env.n_actions, 16)
+    tasks = env.sample_tasks(6, torch.Generator().manual_seed(0))
+    for rule, cleared in (("episode", True), ("task", False)):
+        x = rollout(pol, env, tasks, reset=rule, generator=torch.Generator().manual_seed(1)).inputs
+        for t in (5, 10):  # the first step of episodes 2 and 3
+            torch.testing.assert_close(x[:, t, :25], x[:, 0, :25])  # back at the start cell
+            assert (x[:, t, 25:] == 0).all() == cleared, f"{rule}: input at step {t} is {x[0, t, 25:]}"
+
+
+def test_episode_reset_makes_every_episode_the_first():
+    """Problem 2 (notebook 07): under reset="episode" the shipped GridNavi agent's per-episode returns
+    are flat within noise (every episode is played like the first); under "task" they rise."""
+    from metalib.rl.policy_io import load_policy
+    policy, env, _ = load_policy("rl2_gridnavi.pt")
+    n = 2000
+    per_ep = {rule: evaluate_rl2(policy, env, n, reset=rule, seed=3).view(n, env.n_episodes, env.episode_len).sum(-1)
+              for rule in ("episode", "task")}
+    ep = per_ep["episode"]
+    se = (ep[:, 1:] - ep[:, :1]).std(0) / n ** 0.5  # s.e. of each later episode's difference from the first
+    gap = (ep[:, 1:] - ep[:, :1]).mean(0)
+    assert (gap.abs() < 4 * se + 0.05).all(), f"episode rule: returns {ep.mean(0).tolist()} are not flat (s.e. {se.tolist()})"
+    assert (per_ep["task"].mean(0)[1:] > ep.mean(0)[1:] + 2).all(), per_ep["task"].mean(0).tolist()
+
+
 def test_replay_reproduces_the_rollout():
     env = BernoulliBandit(3, 6)
     pol = RL2Policy(env.obs_dim, env.n_actions, 16)

@@ -33,6 +33,17 @@ class SinusoidTasks:
         """A sin(x - phi), broadcasting (B,) parameters over x of shape (B, M, 1)."""
         return amplitude.view(-1, 1, 1) * torch.sin(x - phase.view(-1, 1, 1))
 
+    def mean_function(self, x: torch.Tensor) -> torch.Tensor:
+        """E[A sin(x - phi)] over the task family: the best single prediction in mean squared error.
+
+        A and phi are independent and uniform, so the mean is E[A] E[sin(x - phi)] with
+        E[sin(x - phi)] = (cos(x - b) - cos(x - a)) / (b - a) for phi ~ U[a, b]. With the paper's
+        ranges it is -(2 E[A] / pi) cos x, about -1.62 cos x (not 0): what joint pre-training learns
+        (notebook 05, tests/test_sinusoid.py).
+        """
+        (a_lo, a_hi), (a, b) = self.amplitude, self.phase
+        return (a_lo + a_hi) / 2 * (torch.cos(x - b) - torch.cos(x - a)) / (b - a)
+
     def sample_with_params(self, batch_size: int, k_support: int, k_query: int, *,
                            generator: torch.Generator, device: str | torch.device = "cpu",
                            dtype: torch.dtype = torch.float32

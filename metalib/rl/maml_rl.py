@@ -36,7 +36,8 @@ Params = dict[str, torch.Tensor]
 
 
 class GaussianMLPPolicy(nn.Module):
-    """π_θ(a|s) = N(MLP(s), diag(exp(log_std))²): the MAML paper's policy (two hidden layers of 100 ReLUs).
+    """π_θ(a|s) = N(MLP(s), diag(exp(log_std))²): the MAML paper's policy form; the default sizes are the
+    paper's (two hidden layers of 100 ReLUs), the course's recipe (`MAMLRLConfig`) uses (64, 64).
 
     Args:
         obs_dim, action_dim: sizes of s and a.

@@ -3,8 +3,10 @@
 Finn, Abbeel & Levine (2017), "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks",
 §5.3: a point agent starts at the origin and must move to a goal drawn uniformly from the square
 [-0.5, 0.5]²; it observes its own position, not the goal; an action is a velocity, clipped to
-[-0.1, 0.1] per coordinate; the reward after each step is the negative distance to the goal; an
-episode has 100 steps. The goal is the task: it can only be found from the rewards, which is what
+[-0.1, 0.1] per coordinate; the reward after each step is the negative distance to the goal (as in
+the paper's reference code, cbfinn/maml_rl's PointEnvRandGoal; the paper's text says the negative
+squared distance); an episode has 100 steps. Unlike the reference code, actions are raw velocities
+(no rllab ``normalize`` wrapper mapping [-1, 1] to the clip). The goal is the task: it can only be found from the rewards, which is what
 MAML's inner policy-gradient step does (notebook 08).
 
 Same functional interface as `metalib.rl.envs` (``sample_tasks``, ``reset``, ``step``), vectorised

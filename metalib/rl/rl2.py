@@ -8,7 +8,10 @@ summarise everything the agent has learned about the current task.
 * `RL2Policy`: GRU cell + linear policy and value heads;
 * `should_reset(t, episode_len, rule)`: the hidden-state reset rule, an explicit argument:
   ``"task"`` (reset when a new task starts: correct), ``"episode"`` (reset at every episode: the
-  agent forgets what it learned), ``"never"`` (the previous task leaks into the next);
+  agent forgets what it learned), ``"never"`` (the previous task leaks into the next). A reset
+  zeros the hidden state *and* rebuilds the next input as at a task's start (no previous action,
+  reward or done flag), so that after an ``"episode"`` reset nothing of the previous episode reaches
+  the GRU: every episode is then played exactly like the first (tests/test_rl2.py checks this);
 * `rollout`: play a batch of trials (all tasks step together; the policy samples with a Gumbel-max
   draw from a ``torch.Generator``);
 * `a2c_loss`: advantage actor-critic with GAE (Schulman et al. 2016) computed across episode
@@ -134,9 +137,11 @@ def rollout(policy: RL2Policy, env, tasks: torch.Tensor, *, reset: str = "task",
     out = {k: [] for k in ("rewards", "actions", "logp", "values", "entropy")}
     inputs = []
     for t in range(env.n_episodes * env.episode_len):
-        inputs.append(x)
         if should_reset(t, env.episode_len, reset):
             h = torch.zeros_like(h)
+            if t > 0:  # a reset forgets the last transition too: the input is that of a fresh start
+                x = policy.make_input(obs, None, obs.new_zeros(B), obs.new_zeros(B))
+        inputs.append(x)
         logits, value, h = policy(h, x)
         logp_all = F.log_softmax(logits, -1)  # (B, A)
         action = sample_action(logits, generator, greedy)
