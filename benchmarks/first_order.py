@@ -21,7 +21,7 @@ Contenders (each in its own process, ``--jobs`` at a time):
   definition of FOMAML with nothing shared with either library.
 
 Run: ``python benchmarks/first_order.py [--steps 300] [--eval-every 50] [--meta-batch 16] [--inner-steps 1]
-[--inner-lr 0.4] [--contenders metalib learn2learn plain] [--jobs 1] [--l2l-path DIR] [--out FILE]``
+[--inner-lr 0.4] [--contenders metalib learn2learn plain] [--jobs 1] [--time-budget S] [--l2l-path DIR] [--out FILE]``
 """
 from __future__ import annotations
 
@@ -129,13 +129,17 @@ def worker(name: str, args) -> dict:
         train_acc.append(step(sample(args.meta_batch)))
         opt.step()
         t_train += time.perf_counter() - t0
-        if i % args.eval_every == 0 or i == args.steps:
+        out_of_time = args.time_budget is not None and t_train >= args.time_budget
+        if i % args.eval_every == 0 or i == args.steps or out_of_time:
             with torch.enable_grad():
                 acc = validate(val)
             window = train_acc[-args.eval_every:]
             curve.append({"step": i, "val": acc, "train": sum(window) / len(window), "seconds": t_train})
             print(f"{name}: step {i} validation {acc:.4f}", file=sys.stderr, flush=True)
-    return {"name": name, "curve": curve, "seconds": time.perf_counter() - start}
+        if out_of_time:
+            break
+    source = sys.modules[_l2l_maml().__module__].__file__ if name == "learn2learn" else None
+    return {"name": name, "curve": curve, "seconds": time.perf_counter() - start, "source": source}
 
 
 def main() -> int:
@@ -155,6 +159,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="initial weights and training tasks")
     ap.add_argument("--contenders", nargs="+", default=["metalib", "learn2learn"], choices=CONTENDERS)
     ap.add_argument("--jobs", type=int, default=1, help="contenders trained at once (each in its own process)")
+    ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                    help="stop each contender after this many seconds of training (validating then)")
     ap.add_argument("--l2l-python", default=sys.executable, help="a Python whose path has learn2learn")
     ap.add_argument("--l2l-path", default=None, help="folder put first on learn2learn's PYTHONPATH (its source)")
     ap.add_argument("--out", default=None, help="also write the table (markdown) to this file")
@@ -191,9 +197,10 @@ def main() -> int:
              "plain": "plain per-task loop"}
     rows = [f"| meta-step | " + " | ".join(f"{label[n]} val (train)" for n in names) + " |",
             "|---" * (1 + len(names)) + "|"]
-    for i, point in enumerate(results[names[0]]["curve"]) if names else []:
-        rows.append(f"| {point['step']} | " + " | ".join(
-            f"{100 * results[n]['curve'][i]['val']:.1f} ({100 * results[n]['curve'][i]['train']:.1f})"
+    points = {n: {p["step"]: p for p in results[n]["curve"]} for n in names}
+    for i in sorted({i for n in names for i in points[n]}):
+        rows.append(f"| {i} | " + " | ".join(
+            f"{100 * points[n][i]['val']:.1f} ({100 * points[n][i]['train']:.1f})" if i in points[n] else "–"
             for n in names) + " |")
     rows.append("| training seconds | " + " | ".join(f"{results[n]['curve'][-1]['seconds']:.0f}" for n in names) + " |")
     text = "\n".join([
@@ -204,7 +211,8 @@ def main() -> int:
         f"step(s) at α = {args.inner_lr}, Adam {args.meta_lr:g}, same initial weights and tasks for every contender. "
         f"Validation: query accuracy (%) on the same {args.val_episodes} validation tasks after {args.eval_steps} "
         f"first-order steps; in brackets the mean training query accuracy over the preceding meta-steps.", "",
-        *rows, "", "Command: python benchmarks/first_order.py " + " ".join(argv)])
+        *rows, "", *(f"learn2learn's MAML: {results[n]['source']}" for n in names if results[n].get("source")),
+        "Command: python benchmarks/first_order.py " + " ".join(argv)])
     emit(text, args.out)
     return 0 if len(results) == len(args.contenders) else 1
 
