@@ -12,7 +12,8 @@ The family, as options of the same `adapt` / `meta_loss`, not copies:
 * FOMAML: ``first_order=True``, the inner gradients are constants, the meta-gradient is ∇L⁽¹⁾(θ_k);
 * ANIL (Raghu et al. 2020): ``names=`` only the head's parameters are adapted;
 * Meta-SGD (Li et al. 2017): ``inner_lr=`` a dict of learned per-parameter learning rates;
-* Reptile (Nichol et al. 2018): `reptile_loss`, first-order steps and the direction θ − θ_k.
+* Reptile (Nichol et al. 2018): `reptile_loss`, first-order steps (SGD, or the paper's Adam with β1 = 0,
+  on minibatches of the pooled support and query examples) and the direction θ − θ_k.
 
 Strategies for a meta-batch (``strategy=``), all giving the same meta-gradient (tests/test_maml.py):
 "loop" runs the tasks one at a time (the reference; any module); "batched" runs all T tasks in
@@ -40,6 +41,8 @@ from .tasks import Task
 __all__ = ["STRATEGIES", "functional", "adapt", "meta_loss", "reptile_loss"]
 
 STRATEGIES = ("loop", "batched", "vmap")
+INNER_OPTIMIZERS = ("sgd", "adam")
+ADAM_BETA2_EPS = (0.999, 1e-8)  # the inner Adam's β2 and ε (β1 = 0, as Nichol et al.'s)
 Params = dict[str, torch.Tensor]
 FModel = Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -82,7 +85,7 @@ def _rate(inner_lr: LR, name: str) -> float | torch.Tensor:
 def adapt(fmodel: FModel, params: Mapping[str, torch.Tensor], x_support: torch.Tensor,
           y_support: torch.Tensor, *, inner_lr: LR, steps: int = 1, first_order: bool = False,
           loss_fn: LossFn = F.cross_entropy, names: Sequence[str] | None = None,
-          batched: bool = False) -> Params:
+          batched: bool = False, optimizer: str = "sgd", batch_size: int | None = None) -> Params:
     """Adapted parameters θ_k after ``steps`` gradient steps on one task's support set.
 
     Args:
@@ -97,6 +100,11 @@ def adapt(fmodel: FModel, params: Mapping[str, torch.Tensor], x_support: torch.T
         batched: ``fmodel`` runs T tasks at once (`metalib.maml_batched`): x (T, n, ...), every
             adapted parameter (T, ...); the loss is the sum of the T tasks' mean losses, so each
             task's gradient is its own.
+        optimizer: "sgd" (θ ← θ − α g, the MAML family) or "adam": Reptile's inner optimiser (Nichol
+            et al. 2018 use Adam with β1 = 0), β2 = 0.999, ε = 1e-8 as ``torch.optim.Adam``, fresh state
+            for every call (every task), first order only.
+        batch_size: None: every step on all the examples given. An int b: step i on the i-th block of b
+            consecutive examples (cycled; b must divide their number), as Reptile's inner minibatches.
 
     Returns:
         θ_k as a new dict; differentiable with respect to ``params`` (unless first order, where
@@ -104,15 +112,31 @@ def adapt(fmodel: FModel, params: Mapping[str, torch.Tensor], x_support: torch.T
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if optimizer not in INNER_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {INNER_OPTIMIZERS}, got {optimizer!r}")
+    if optimizer == "adam" and not first_order:
+        raise ValueError("the inner Adam is first order only (Reptile, FOMAML, testing): pass first_order=True "
+                         "or use optimizer='sgd' for second-order MAML")
     names = _adapted_names(params, names, steps)
-    theta = dict(params)
-    for _ in range(steps):
-        out = fmodel(theta, x_support)
-        loss = (loss_fn(out.flatten(0, 1), y_support.flatten(0, 1)) * out.shape[0] if batched
-                else loss_fn(out, y_support))
+    n_examples = x_support.shape[1 if batched else 0]
+    if batch_size is not None and (batch_size < 1 or n_examples % batch_size):
+        raise ValueError(f"batch_size={batch_size} must divide the {n_examples} examples per task")
+    theta, v = dict(params), {}
+    for i in range(steps):
+        x, y = x_support, y_support
+        if batch_size is not None:
+            lo = (i * batch_size) % n_examples
+            x, y = (x[:, lo:lo + batch_size], y[:, lo:lo + batch_size]) if batched else (x[lo:lo + batch_size],
+                                                                                       y[lo:lo + batch_size])
+        out = fmodel(theta, x)
+        loss = loss_fn(out.flatten(0, 1), y.flatten(0, 1)) * out.shape[0] if batched else loss_fn(out, y)
         grads = torch.autograd.grad(loss, [theta[n] for n in names], create_graph=not first_order)
         if first_order:
             grads = [g.detach() for g in grads]
+        if optimizer == "adam":  # β1 = 0: the step is α g / (sqrt(v / (1 - β2^t)) + ε)
+            b2, eps = ADAM_BETA2_EPS
+            v = {n: b2 * v.get(n, 0) + (1 - b2) * g * g for n, g in zip(names, grads)}
+            grads = [g / ((v[n] / (1 - b2 ** (i + 1))).sqrt() + eps) for n, g in zip(names, grads)]
         theta = {**theta, **{n: theta[n] - _rate(inner_lr, n) * g for n, g in zip(names, grads)}}
     return theta
 
@@ -120,7 +144,7 @@ def adapt(fmodel: FModel, params: Mapping[str, torch.Tensor], x_support: torch.T
 def meta_loss(fmodel: FModel, params: Mapping[str, torch.Tensor], task: Task, *, inner_lr: LR,
               steps: int = 1, first_order: bool = False, loss_fn: LossFn = F.cross_entropy,
               names: Sequence[str] | None = None, strategy: str = "loop",
-              bfmodel: FModel | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              bfmodel: FModel | None = None, optimizer: str = "sgd") -> tuple[torch.Tensor, torch.Tensor]:
     """Mean query loss after adaptation over a meta-batch: the MAML objective.
 
     Args:
@@ -136,7 +160,8 @@ def meta_loss(fmodel: FModel, params: Mapping[str, torch.Tensor], task: Task, *,
     if task.x_support.dim() < 2:
         raise ValueError("meta_loss expects a batch of tasks (leading dimension B); "
                          "for one task use task.select(slice(0, 1)) or adapt() directly")
-    kw = dict(inner_lr=inner_lr, steps=steps, first_order=first_order, loss_fn=loss_fn, names=names)
+    kw = dict(inner_lr=inner_lr, steps=steps, first_order=first_order, loss_fn=loss_fn, names=names,
+              optimizer=optimizer)
     if strategy == "loop":
         losses, outputs = [], []
         for b in range(task.batch_size):
@@ -159,8 +184,10 @@ def meta_loss(fmodel: FModel, params: Mapping[str, torch.Tensor], task: Task, *,
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
 
 
-def _vmap_meta_loss(fmodel, params, task, *, inner_lr, steps, first_order, loss_fn, names):
+def _vmap_meta_loss(fmodel, params, task, *, inner_lr, steps, first_order, loss_fn, names, optimizer):
     """``torch.func``: vmap over tasks of (k steps of torch.func.grad, then the query loss)."""
+    if optimizer != "sgd":
+        raise ValueError(f"strategy='vmap' runs SGD inner steps only; use strategy='loop' for optimizer={optimizer!r}")
     names = _adapted_names(params, names, steps)
 
     def one_task(xs, ys, xq, yq):
@@ -181,13 +208,25 @@ def _vmap_meta_loss(fmodel, params, task, *, inner_lr, steps, first_order, loss_
 
 def reptile_loss(fmodel: FModel, params: Mapping[str, torch.Tensor], task: Task, *, inner_lr: float,
                  steps: int, loss_fn: LossFn = F.cross_entropy, names: Sequence[str] | None = None,
-                 strategy: str = "loop", bfmodel: FModel | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 strategy: str = "loop", bfmodel: FModel | None = None, optimizer: str = "sgd",
+                 inner_batch: int | None = None, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reptile (Nichol, Achiam & Schulman 2018) as a loss that ``.backward()`` understands.
 
-    Each task takes ``steps`` first-order SGD steps on its support set, reaching φ_b; Reptile moves
-    θ towards the mean φ̄. The returned loss has the value of the query loss at φ_b (for logging)
-    and the gradient (θ − φ̄) / (α k), the average inner gradient along the path, so an ordinary
-    optimiser step with learning rate ε·α·k is Reptile's θ ← θ + ε (φ̄ − θ).
+    Each task b takes ``steps`` first-order steps of ``optimizer`` (see `adapt`), reaching φ_b; Reptile
+    moves θ towards their mean φ̄: θ ← θ + ε (φ̄ − θ). The returned loss has the value of the query
+    loss at the φ_b (for logging) and the gradient θ − φ̄, so one ``torch.optim.SGD`` step with
+    learning rate ε is exactly Reptile's update (Adam on it is the paper's "treat θ − φ as a gradient"
+    variant).
+
+    Args:
+        inner_batch: None: every inner step on the support set (K shots per class). An int b: the
+            paper's recipe, where the inner loop trains on more examples per class than the test's
+            K ("train shots"): the support and query examples of each task are pooled, shuffled by one
+            ``torch.randperm(n, generator=generator)`` per call (the same order for the tasks of the
+            call), and step i uses the i-th block of b examples (cycled). The query set is then no
+            held-out set: the logged loss is a training loss.
+        other arguments: as in `adapt` / `meta_loss`.
 
     Returns:
         ``(loss, query outputs)`` like `meta_loss`.
@@ -198,18 +237,23 @@ def reptile_loss(fmodel: FModel, params: Mapping[str, torch.Tensor], task: Task,
         raise ValueError("Reptile takes one inner learning rate (a float), not per-parameter rates")
     names = _adapted_names(params, names, steps)
     start = {n: p.detach().requires_grad_(n in names) for n, p in params.items()}  # no graph to θ
-    kw = dict(inner_lr=inner_lr, steps=steps, first_order=True, loss_fn=loss_fn, names=names)
+    kw = dict(inner_lr=inner_lr, steps=steps, first_order=True, loss_fn=loss_fn, names=names,
+              optimizer=optimizer, batch_size=inner_batch)
+    xs, ys = task.x_support, task.y_support
+    if inner_batch is not None:
+        xs, ys = torch.cat([xs, task.x_query], 1), torch.cat([ys, task.y_query], 1)
+        perm = torch.randperm(xs.shape[1], generator=generator).to(xs.device)
+        xs, ys = xs[:, perm], ys[:, perm]
     T = task.batch_size
     if strategy == "loop":
-        phis = [adapt(fmodel, start, task.x_support[b], task.y_support[b], **kw) for b in range(T)]
+        phis = [adapt(fmodel, start, xs[b], ys[b], **kw) for b in range(T)]
         phi = {n: torch.stack([ph[n].detach() for ph in phis]) for n in names}  # (T, ...)
         with torch.no_grad():
             outputs = torch.stack([fmodel(ph, task.x_query[b]) for b, ph in enumerate(phis)])
     elif strategy == "batched":
         if bfmodel is None:
             raise ValueError("strategy='batched' needs bfmodel=metalib.maml_batched.batched_functional(model)")
-        theta = adapt(bfmodel, {n: p.expand(T, *p.shape) for n, p in start.items()}, task.x_support,
-                      task.y_support, batched=True, **kw)
+        theta = adapt(bfmodel, {n: p.expand(T, *p.shape) for n, p in start.items()}, xs, ys, batched=True, **kw)
         phi = {n: theta[n].detach() for n in names}
         with torch.no_grad():
             outputs = bfmodel(theta, task.x_query)
@@ -217,7 +261,6 @@ def reptile_loss(fmodel: FModel, params: Mapping[str, torch.Tensor], task: Task,
         raise ValueError(f"Reptile supports strategy 'loop' or 'batched', got {strategy!r}")
     with torch.no_grad():
         query = loss_fn(outputs.flatten(0, 1), task.y_query.flatten(0, 1))
-    # d/dθ of Σ <θ, stopgrad(θ − φ̄)/(αk)> is (θ − φ̄)/(αk); adding it minus its value keeps the loss value
-    surrogate = sum((params[n] * ((params[n].detach() - phi[n].mean(0)) / (inner_lr * steps))).sum()
-                    for n in names)
+    # d/dθ of Σ <θ, stopgrad(θ − φ̄)> is θ − φ̄; adding it minus its value keeps the loss value
+    surrogate = sum((params[n] * (params[n].detach() - phi[n].mean(0))).sum() for n in names)
     return query + surrogate - surrogate.detach(), outputs

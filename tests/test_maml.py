@@ -2,6 +2,8 @@
 method against the plain per-task loop, explicit formulas and float64."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -136,8 +138,78 @@ def test_reptile_gradient_is_theta_minus_mean_of_the_adapted_parameters(strategy
     phis = [maml.adapt(fmodel, params, task.x_support[b], task.y_support[b], inner_lr=0.1, steps=3, first_order=True)
             for b in range(task.batch_size)]
     for n, p in params.items():
-        expected = (p - torch.stack([ph[n] for ph in phis]).mean(0)) / (0.1 * 3)
+        expected = p - torch.stack([ph[n] for ph in phis]).mean(0)
         assert torch.allclose(grads[n], expected, atol=1e-10), n
+
+
+def _plain_adapted(net, x, y, steps, inner_lr, optimizer="sgd", batch=None):
+    """The definition, with nothing from metalib.maml: a copy of the network, torch.optim steps on (x, y)."""
+    clone = copy.deepcopy(net)
+    opt = (torch.optim.SGD(clone.parameters(), lr=inner_lr) if optimizer == "sgd"
+           else torch.optim.Adam(clone.parameters(), lr=inner_lr, betas=(0.0, 0.999), eps=1e-8))
+    for i in range(steps):
+        lo = (i * batch) % len(x) if batch else 0
+        xb, yb = (x[lo:lo + batch], y[lo:lo + batch]) if batch else (x, y)
+        opt.zero_grad()
+        F.cross_entropy(clone(xb), yb).backward()
+        opt.step()
+    return clone
+
+
+@pytest.mark.parametrize("strategy,steps,optimizer", [("loop", 3, "sgd"), ("batched", 2, "sgd"), ("loop", 3, "adam")])
+def test_fomaml_meta_gradient_is_the_mean_query_gradient_at_plainly_adapted_copies(strategy, steps, optimizer):
+    """FOMAML's meta-gradient, as training computes it (the learner, backward per task), against its definition:
+    per task, k optimiser steps on a deep copy of the network, then the query loss's gradient at the copy's
+    weights, averaged over the meta-batch."""
+    task = _classification_task(T=3, dtype=torch.float64)
+    learner = MAMLLearner(_conv4(torch.float64), "fomaml", inner_lr=0.4 if optimizer == "sgd" else 0.01, steps=steps,
+                          strategy=strategy, chunk=1, inner_optimizer=optimizer)
+    learner.meta_backward(task)
+    got = torch.cat([p.grad.flatten() for p in learner.model.parameters()])
+    expected = 0
+    for b in range(task.batch_size):
+        clone = _plain_adapted(learner.model, task.x_support[b], task.y_support[b], steps, learner.inner_lr, optimizer)
+        clone.zero_grad()
+        F.cross_entropy(clone(task.x_query[b]), task.y_query[b]).backward()
+        expected = expected + torch.cat([p.grad.flatten() for p in clone.parameters()]) / task.batch_size
+    assert _rel(got, expected) < 1e-10
+    second = MAMLLearner(_conv4(torch.float64), "maml", inner_lr=0.4, steps=steps, strategy=strategy, chunk=1)
+    second.meta_backward(task)  # and the first-order gradient is not the second-order one
+    if optimizer == "sgd":
+        assert _rel(torch.cat([p.grad.flatten() for p in second.model.parameters()]), expected) > 1e-3
+
+
+@pytest.mark.parametrize("optimizer,inner_batch,chunk", [("sgd", None, None), ("adam", 6, 1), ("adam", 6, None),
+                                                         ("adam", None, 1)])
+def test_reptile_update_is_the_plain_interpolation_towards_the_mean_adapted_weights(optimizer, inner_batch, chunk):
+    """One outer SGD step of learning rate ε on the learner's Reptile gradient is θ + ε (mean_b φ_b − θ), the φ_b
+    computed plainly (deep copies, torch.optim.SGD or Adam(β1 = 0), minibatches of the shuffled pooled support
+    and query examples in the order of one torch.randperm per call: per task with chunk=1, per meta-batch with
+    chunk=None)."""
+    task = _classification_task(T=3, k=2, q=2, dtype=torch.float64)  # 12 examples per task when pooled
+    eps, lr = 0.7, (0.1 if optimizer == "sgd" else 0.003)
+    learner = MAMLLearner(_conv4(torch.float64), "reptile", inner_lr=lr, steps=3, strategy="loop", chunk=chunk,
+                          inner_optimizer=optimizer, inner_batch=inner_batch)
+    net0 = copy.deepcopy(learner.model)  # θ before the update
+    theta = {n: p.detach().clone() for n, p in net0.named_parameters()}
+    torch.manual_seed(5)
+    learner.meta_backward(task)
+    torch.optim.SGD(learner.parameters(), lr=eps).step()
+    torch.manual_seed(5)
+    phis = []
+    for b in range(task.batch_size):
+        x, y = task.x_support[b], task.y_support[b]
+        if inner_batch:
+            x, y = torch.cat([x, task.x_query[b]]), torch.cat([y, task.y_query[b]])
+            perm = torch.randperm(len(x)) if chunk == 1 or b == 0 else perm
+            x, y = x[perm], y[perm]
+        clone = _plain_adapted(net0, x, y, 3, lr, optimizer, inner_batch)
+        phis.append(dict(clone.named_parameters()))
+    for n, p in learner.model.named_parameters():
+        expected = theta[n] + eps * (torch.stack([ph[n].detach() for ph in phis]).mean(0) - theta[n])
+        if n.startswith("features.") and n.endswith(".0.bias") and optimizer == "adam":
+            continue  # BatchNorm cancels these biases: their gradient is float64 rounding, which Adam scales up to ±lr
+        assert torch.allclose(p.detach(), expected, atol=1e-12, rtol=0), n
 
 
 def test_learner_trains_every_method_without_touching_module_parameters_in_place():
