@@ -6,11 +6,12 @@ Taught in notebook 00 (how checks work).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 
-__all__ = ["assert_close", "assert_rows_close", "assert_shape", "assert_finite", "assert_episode"]
+__all__ = ["assert_close", "assert_rows_close", "assert_shape", "assert_finite", "assert_episode", "forbid_calls"]
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -155,3 +156,26 @@ def assert_episode(task, images: torch.Tensor, n_way: int, k_shot: int, n_query:
                 raise AssertionError("a drawing appears in both the support and the query set: "
                                      "D^tr and D^ts must be disjoint")
             raise AssertionError("a drawing appears twice in one set: sample drawings without replacement")
+
+
+@contextlib.contextmanager
+def forbid_calls(*names: str, why: str = "") -> Iterator[None]:
+    """Inside the block, calling a torch function named in ``names`` fails with an AssertionError.
+
+    Names are matched against the function's ``__name__`` through a ``TorchFunctionMode``, so every
+    spelling is caught: ``torch.softmax``, ``F.softmax``, ``z.softmax``, ``nn.Softmax()``, an alias
+    imported under another name ("softmax" covers all of these; ``torch.special.softmax`` is
+    "special_softmax"). ``why`` is appended to the message, e.g. "build it from exp and sum".
+    """
+    from torch.overrides import TorchFunctionMode
+
+    class _Forbid(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in names:
+                raise AssertionError(f"`{name}` was called, but this exercise asks you not to use "
+                                     f"{' / '.join(names)}" + (f": {why}" if why else ""))
+            return func(*args, **(kwargs or {}))
+
+    with _Forbid():
+        yield

@@ -310,3 +310,26 @@ def test_assert_close_infinite_scalar():
     checks.assert_close(torch.tensor(-math.inf), torch.tensor(-math.inf))
     with pytest.raises(AssertionError, match=r"v at \[\] is 0, expected -inf"):
         checks.assert_close(0.0, -math.inf, name="v")
+
+
+# ----------------------------------------------------------------------------- forbid_calls
+
+@pytest.mark.parametrize("call", [lambda z: torch.softmax(z, -1), lambda z: torch.nn.functional.softmax(z, dim=-1),
+                                  lambda z: z.softmax(-1), lambda z: torch.nn.Softmax(dim=-1)(z),
+                                  lambda z: torch.special.softmax(z, -1), lambda z: torch.log_softmax(z, -1).exp()])
+def test_forbid_calls_catches_every_spelling(call):
+    z = torch.randn(2, 3)
+    with pytest.raises(AssertionError, match="asks you not to use softmax / log_softmax .*: use exp and sum"):
+        with checks.forbid_calls("softmax", "log_softmax", "special_softmax", why="use exp and sum"):
+            call(z)
+    call(z)  # allowed again after the block
+
+
+def test_forbid_calls_lets_everything_else_through():
+    z = torch.randn(2, 3)
+    with checks.forbid_calls("softmax"):
+        e = (z - z.max(-1, keepdim=True).values).exp()
+        p = e / e.sum(-1, keepdim=True)
+        q = torch.exp(z - torch.logsumexp(z, -1, keepdim=True))
+    checks.assert_close(p, torch.softmax(z, -1), atol=1e-6)
+    checks.assert_close(q, p, atol=1e-6)

@@ -168,6 +168,43 @@ def test_learner_trains_every_method_without_touching_module_parameters_in_place
     assert len(meta_sgd) == 2 * len(dict(_conv4().named_parameters()))  # a learned rate per parameter tensor
 
 
+def _learner_meta_grad_by_hand(model, task, *, inner_lr, steps, names, second_order):
+    """The meta-gradient written out with torch.autograd.grad, one task at a time (no metalib.maml):
+    ``names`` are the adapted parameters; without ``second_order`` the inner gradients are constants."""
+    params = dict(model.named_parameters())
+    total = 0.0
+    for b in range(task.batch_size):
+        theta = dict(params)
+        for _ in range(steps):
+            support = F.cross_entropy(torch.func.functional_call(model, theta, (task.x_support[b],)), task.y_support[b])
+            grads = torch.autograd.grad(support, [theta[n] for n in names], create_graph=second_order)
+            theta = {**theta, **{n: theta[n] - inner_lr * g for n, g in zip(names, grads)}}
+        total = total + F.cross_entropy(torch.func.functional_call(model, theta, (task.x_query[b],)), task.y_query[b])
+    return torch.cat([g.flatten() for g in torch.autograd.grad(total / task.batch_size, list(params.values()))])
+
+
+@pytest.mark.parametrize("strategy", ["loop", "batched"])
+def test_learner_methods_give_their_own_meta_gradient(strategy):
+    """MAMLLearner's wiring: maml is second order over every parameter, fomaml first order, anil adapts the
+    head only, pretrain takes no inner step. Each against a by-hand reference, and the references differ."""
+    task = _classification_task(T=2, dtype=torch.float64)
+    names = [n for n, _ in _conv4(torch.float64).named_parameters()]
+    head = [n for n in names if n.startswith("head.")]
+    cases = {"maml": dict(steps=2, names=names, second_order=True),
+             "fomaml": dict(steps=2, names=names, second_order=False),
+             "anil": dict(steps=2, names=head, second_order=True),
+             "pretrain": dict(steps=0, names=names, second_order=True)}
+    refs = {}
+    for method, kw in cases.items():
+        learner = MAMLLearner(_conv4(torch.float64), method=method, inner_lr=0.4, steps=2, strategy=strategy)
+        loss, _ = learner.meta_loss(task)
+        got = torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(learner.model.parameters()))])
+        refs[method] = _learner_meta_grad_by_hand(learner.model, task, inner_lr=0.4, **kw)
+        assert _rel(got, refs[method]) < 1e-10, f"{method}: relative error {_rel(got, refs[method]):.2e} to its reference"
+    for a, b in (("maml", "fomaml"), ("maml", "anil"), ("maml", "pretrain")):
+        assert _rel(refs[a], refs[b]) > 1e-3, f"the {a} and {b} references should differ here"
+
+
 def test_errors_say_what_to_do():
     model, task = _conv4(), _classification_task()
     fmodel, params = maml.functional(model)

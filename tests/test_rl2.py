@@ -164,6 +164,43 @@ def test_a2c_loss_uses_the_given_learning_signal():
     assert torch.equal(same, default) and not torch.equal(other, default)
 
 
+def test_entropy_bonus_rewards_exploration(monkeypatch):
+    """The loss subtracts entropy_coef * (mean policy entropy), and training passes a positive coefficient
+    annealed from entropy_start to entropy_end: a flipped sign would punish exploration."""
+    import math
+
+    from metalib.rl import rl2
+    env = BernoulliBandit(3, 6)
+    torch.manual_seed(0)
+    pol = RL2Policy(env.obs_dim, env.n_actions, 8)
+    ro = rollout(pol, env, env.sample_tasks(16, torch.Generator().manual_seed(0)),
+                 generator=torch.Generator().manual_seed(1))
+    logits = torch.stack([pol(h, x)[0] for h, x in _replayed_states(pol, ro)], 1)  # (B, T, A)
+    by_hand = torch.distributions.Categorical(logits=logits).entropy()
+    torch.testing.assert_close(ro.entropy, by_hand)  # the entropy itself, not its negative
+    assert (ro.entropy > 0).all() and (ro.entropy <= math.log(3) + 1e-6).all()
+    with_bonus, info = a2c_loss(ro, RL2Config(), 0.3)
+    without, _ = a2c_loss(ro, RL2Config(), 0.0)
+    torch.testing.assert_close(with_bonus - without, -0.3 * ro.entropy.mean())
+    torch.testing.assert_close(info["entropy"], ro.entropy.mean())
+    coefs = []
+    original = rl2.a2c_loss
+    monkeypatch.setattr(rl2, "a2c_loss", lambda ro, cfg, coef, rewards=None: coefs.append(coef) or original(ro, cfg, coef, rewards))
+    rl2.train_rl2(env, RL2Config(hidden=8, entropy_start=0.05, entropy_end=0.01,
+                                 train=TrainConfig(steps=3, meta_batch=4, eval_every=0)), progress=False)
+    assert coefs == pytest.approx([0.05, 0.03, 0.01]), f"entropy coefficients per update: {coefs}"
+
+
+def _replayed_states(pol, ro):
+    """(hidden state, input) before each step of a task-reset rollout, recomputed from its inputs."""
+    h = pol.initial_state(ro.inputs.shape[0])
+    out = []
+    for t in range(ro.inputs.shape[1]):
+        out.append((h, ro.inputs[:, t]))
+        h = pol(h, ro.inputs[:, t])[2]
+    return out
+
+
 def test_expected_train_reward_needs_a_bandit():
     with pytest.raises(ValueError, match="expected_reward"):
         train_rl2(GridNavi(), RL2Config(train_reward="expected"), progress=False)
