@@ -6,11 +6,12 @@ Taught in notebook 00 (how checks work).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 
-__all__ = ["assert_close", "assert_rows_close", "assert_shape", "assert_finite", "assert_episode"]
+__all__ = ["assert_close", "assert_rows_close", "assert_shape", "assert_finite", "assert_episode", "forbid_calls"]
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -43,23 +44,50 @@ def assert_close(actual, expected, *, name: str = "value", atol: float = 1e-5, r
     """Fail unless ``actual`` matches ``expected`` elementwise within ``atol + rtol * |expected|``.
 
     The message gives the shapes when they differ, otherwise the largest error and where it is.
+
+    Non-finite expected values: an expected ``+inf`` or ``-inf`` is matched only by the same infinity,
+    and an expected NaN by nothing. NaN marks an undefined reference value (``0/0``), and two
+    undefined values are not evidence of agreement (IEEE: NaN != NaN; ``torch.testing.assert_close``
+    also needs ``equal_nan=True`` to accept them), so a test must not compare there. Wherever the
+    expected value is finite, the actual value must be finite too.
     """
     a = _as_tensor(actual, name)
     e = _as_tensor(expected, f"expected {name}")
     if a.shape != e.shape:
         raise AssertionError(f"{name} has shape {tuple(a.shape)}, expected {tuple(e.shape)}")
-    assert_finite(a, name)
     a64, e64 = a.detach().to("cpu", torch.float64), e.detach().to("cpu", torch.float64)
+    finite = torch.isfinite(e64)
+    if not finite.all():
+        _non_finite_expected(a64, e64, finite, name)  # the infinities match: compare the rest
+        a64, e64 = a64.where(finite, 0.0), e64.where(finite, 0.0)
+    assert_finite(a64, name)
     err = (a64 - e64).abs()
     bound = atol + rtol * e64.abs()
     if (err > bound).any():
         worst = int(torch.argmax(err - bound))
-        where = list(torch.unravel_index(torch.tensor(worst), a.shape)) if a.dim() else []
-        idx = "[" + ", ".join(str(int(i)) for i in where) + "]"
         raise AssertionError(
-            f"{name} differs: max abs error {err.max().item():.3g} at {idx} "
+            f"{name} differs: max abs error {err.max().item():.3g} at {_index(worst, a64.shape)} "
             f"(got {a64.flatten()[worst].item():.6g}, expected {e64.flatten()[worst].item():.6g}; "
             f"tolerance atol={atol:g}, rtol={rtol:g})")
+
+
+def _index(flat: int, shape) -> str:
+    where = list(torch.unravel_index(torch.tensor(flat), tuple(shape))) if len(shape) else []
+    return "[" + ", ".join(str(int(i)) for i in where) + "]"
+
+
+def _non_finite_expected(a64: torch.Tensor, e64: torch.Tensor, finite: torch.Tensor, name: str) -> None:
+    """Fail where the expected value is NaN, or an infinity that ``a64`` does not equal."""
+    nan = torch.isnan(e64)
+    if nan.any():
+        raise AssertionError(
+            f"expected {name} is NaN at {_index(int(torch.nonzero(nan.flatten())[0]), e64.shape)}: the reference "
+            f"value is undefined there, so nothing can match it (NaN != NaN); compare only where it is defined")
+    wrong = ~finite & (a64 != e64)
+    if wrong.any():
+        i = int(torch.nonzero(wrong.flatten())[0])
+        raise AssertionError(f"{name} at {_index(i, e64.shape)} is {a64.flatten()[i].item():.6g}, "
+                             f"expected {e64.flatten()[i].item():g}")
 
 
 def assert_rows_close(actual, expected, *, row_name: str = "row", atol: float = 1e-5, rtol: float = 1e-5) -> None:
@@ -128,3 +156,26 @@ def assert_episode(task, images: torch.Tensor, n_way: int, k_shot: int, n_query:
                 raise AssertionError("a drawing appears in both the support and the query set: "
                                      "D^tr and D^ts must be disjoint")
             raise AssertionError("a drawing appears twice in one set: sample drawings without replacement")
+
+
+@contextlib.contextmanager
+def forbid_calls(*names: str, why: str = "") -> Iterator[None]:
+    """Inside the block, calling a torch function named in ``names`` fails with an AssertionError.
+
+    Names are matched against the function's ``__name__`` through a ``TorchFunctionMode``, so every
+    spelling is caught: ``torch.softmax``, ``F.softmax``, ``z.softmax``, ``nn.Softmax()``, an alias
+    imported under another name ("softmax" covers all of these; ``torch.special.softmax`` is
+    "special_softmax"). ``why`` is appended to the message, e.g. "build it from exp and sum".
+    """
+    from torch.overrides import TorchFunctionMode
+
+    class _Forbid(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in names:
+                raise AssertionError(f"`{name}` was called, but this exercise asks you not to use "
+                                     f"{' / '.join(names)}" + (f": {why}" if why else ""))
+            return func(*args, **(kwargs or {}))
+
+    with _Forbid():
+        yield

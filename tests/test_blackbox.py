@@ -158,8 +158,29 @@ def test_train_and_checkpoint_round_trip(tmp_path):
     assert checkpoint_name(cfg) == "blackbox_lstm_2w1s.pt"
 
 
-@pytest.mark.slow
+def test_training_loss_is_taken_on_the_queries_only(monkeypatch):
+    """train_blackbox's step loss is the cross-entropy at the query positions, not the support ones."""
+    import metalib.blackbox_train as bt
+    captured = {}
+    monkeypatch.setattr(bt, "meta_train", lambda model, step_loss, sample, cfg, **kw: captured.update(
+        model=model, step_loss=step_loss, sample=sample) or metalib.History())
+    split = _tiny_split()
+    cfg = BlackBoxConfig(encoder="flat", n_way=3, k_shot=2, n_query=4, hidden=8)
+    bt.train_blackbox(cfg, split, progress=False)
+    task = captured["sample"](5)
+    loss, logs = captured["step_loss"](task)
+    order = torch.Generator().manual_seed(cfg.train.seed + 1)  # the support orders training uses
+    logits, targets = captured["model"](task, order)  # (B, S + M, N)
+    S = task.x_support.shape[1]
+    expected = F.cross_entropy(logits[:, S:].reshape(-1, 3), targets[:, S:].reshape(-1))
+    checks.assert_close(loss, expected, name="training loss (queries only)", atol=1e-6)
+    assert not torch.allclose(loss, F.cross_entropy(logits[:, :S].reshape(-1, 3), targets[:, :S].reshape(-1)))
+    checks.assert_close(logs["acc"], (logits[:, S:].argmax(-1) == targets[:, S:]).float().mean(), name="accuracy")
+
+
 def test_lstm_learns_separable_tasks():
+    """A learning test in the fast suite (about 6 s): training on the support positions, a broken sequence or a
+    broken loss stays near chance (0.5)."""
     split = _tiny_split()
     cfg = BlackBoxConfig(encoder="flat", n_way=2, hidden=32, val_episodes=100,
                          train=metalib.TrainConfig(steps=1000, meta_batch=16, lr=3e-3, eval_every=1000, grad_clip=1.0))

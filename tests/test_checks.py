@@ -279,3 +279,57 @@ def test_assert_episode_accepts_valid_on_a_larger_split():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_assert_episode_with_images_on_gpu(images):
     checks.assert_episode(_episode(images).to("cuda"), images.cuda(), 2, 1, 2)
+
+
+# ----------------------------------------------------------------------------- non-finite expected values
+
+@pytest.mark.parametrize("actual", [torch.tensor([0.0, 1.0]), torch.tensor([0.0, 123.0]), torch.tensor([0.0, math.inf]),
+                                    torch.tensor([0.0, math.nan])])
+def test_assert_close_never_matches_an_expected_nan(actual):
+    """Comparisons with NaN are false, so `err > bound` alone would let anything through."""
+    with pytest.raises(AssertionError, match=r"expected out is NaN at \[1\].*NaN != NaN"):
+        checks.assert_close(actual, torch.tensor([0.0, math.nan]), name="out")
+
+
+@pytest.mark.parametrize("inf", [math.inf, -math.inf])
+def test_assert_close_expected_infinity_needs_the_same_infinity(inf):
+    expected = torch.tensor([[1.0, inf], [2.0, 3.0]])
+    checks.assert_close(torch.tensor([[1.0, inf], [2.0, 3.0]]), expected)  # equal: passes
+    for wrong in (0.0, 1e30, -inf, math.nan):
+        actual = torch.tensor([[1.0, wrong], [2.0, 3.0]])
+        with pytest.raises(AssertionError, match=rf"logp at \[0, 1\] is .*expected {inf:g}"):
+            checks.assert_close(actual, expected, name="logp")
+    # the finite entries are still compared, and reported at their own index
+    with pytest.raises(AssertionError, match=r"logp differs: max abs error 0.5 at \[1, 0\]"):
+        checks.assert_close(torch.tensor([[1.0, inf], [2.5, 3.0]]), expected, name="logp")
+    with pytest.raises(AssertionError, match="logp has 1 NaN/inf entries"):
+        checks.assert_close(torch.tensor([[1.0, inf], [2.0, math.nan]]), expected, name="logp")
+
+
+def test_assert_close_infinite_scalar():
+    checks.assert_close(torch.tensor(-math.inf), torch.tensor(-math.inf))
+    with pytest.raises(AssertionError, match=r"v at \[\] is 0, expected -inf"):
+        checks.assert_close(0.0, -math.inf, name="v")
+
+
+# ----------------------------------------------------------------------------- forbid_calls
+
+@pytest.mark.parametrize("call", [lambda z: torch.softmax(z, -1), lambda z: torch.nn.functional.softmax(z, dim=-1),
+                                  lambda z: z.softmax(-1), lambda z: torch.nn.Softmax(dim=-1)(z),
+                                  lambda z: torch.special.softmax(z, -1), lambda z: torch.log_softmax(z, -1).exp()])
+def test_forbid_calls_catches_every_spelling(call):
+    z = torch.randn(2, 3)
+    with pytest.raises(AssertionError, match="asks you not to use softmax / log_softmax .*: use exp and sum"):
+        with checks.forbid_calls("softmax", "log_softmax", "special_softmax", why="use exp and sum"):
+            call(z)
+    call(z)  # allowed again after the block
+
+
+def test_forbid_calls_lets_everything_else_through():
+    z = torch.randn(2, 3)
+    with checks.forbid_calls("softmax"):
+        e = (z - z.max(-1, keepdim=True).values).exp()
+        p = e / e.sum(-1, keepdim=True)
+        q = torch.exp(z - torch.logsumexp(z, -1, keepdim=True))
+    checks.assert_close(p, torch.softmax(z, -1), atol=1e-6)
+    checks.assert_close(q, p, atol=1e-6)

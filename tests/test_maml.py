@@ -81,6 +81,20 @@ def test_batchnorm_statistics_are_per_task():
     assert _rel(mixed, ref) > 1e-3
 
 
+def _meta_sgd_by_hand(fmodel, params, task, lrs, steps):
+    """Reference: each task's Meta-SGD inner loop written out with torch.autograd.grad (no metalib.maml)."""
+    losses, outs = [], []
+    for b in range(task.batch_size):
+        theta = dict(params)
+        for _ in range(steps):
+            support = F.mse_loss(fmodel(theta, task.x_support[b]), task.y_support[b])
+            grads = torch.autograd.grad(support, list(theta.values()), create_graph=True)
+            theta = {n: p - lrs[n] * g for (n, p), g in zip(theta.items(), grads)}
+        outs.append(fmodel(theta, task.x_query[b]))
+        losses.append(F.mse_loss(outs[-1], task.y_query[b]))
+    return torch.stack(losses).mean(), torch.stack(outs)
+
+
 @pytest.mark.parametrize("strategy", ["loop", "batched", "vmap"])
 def test_mlp_sinusoid_strategies_agree_and_meta_sgd_rates_get_gradients(strategy):
     torch.manual_seed(0)
@@ -91,7 +105,7 @@ def test_mlp_sinusoid_strategies_agree_and_meta_sgd_rates_get_gradients(strategy
     lrs = {n: torch.full_like(p, 0.01, requires_grad=True) for n, p in params.items()}
     args = dict(inner_lr=lrs, steps=2, loss_fn=F.mse_loss, bfmodel=batched_functional(net))
     loss, out = maml.meta_loss(fmodel, params, task, strategy=strategy, **args)
-    ref, ref_out = maml.meta_loss(fmodel, params, task, strategy="loop", **args)
+    ref, ref_out = _meta_sgd_by_hand(fmodel, params, task, lrs, steps=2)  # independent of every strategy
     leaves = list(params.values()) + list(lrs.values())
     g = torch.cat([x.flatten() for x in torch.autograd.grad(loss, leaves)])
     g_ref = torch.cat([x.flatten() for x in torch.autograd.grad(ref, leaves)])
@@ -224,6 +238,43 @@ def test_learner_trains_every_method_without_touching_module_parameters_in_place
         assert all(p.grad is not None for p in learner.parameters()), method
     meta_sgd = dict(MAMLLearner(_conv4(), method="metasgd").named_parameters())
     assert len(meta_sgd) == 2 * len(dict(_conv4().named_parameters()))  # a learned rate per parameter tensor
+
+
+def _learner_meta_grad_by_hand(model, task, *, inner_lr, steps, names, second_order):
+    """The meta-gradient written out with torch.autograd.grad, one task at a time (no metalib.maml):
+    ``names`` are the adapted parameters; without ``second_order`` the inner gradients are constants."""
+    params = dict(model.named_parameters())
+    total = 0.0
+    for b in range(task.batch_size):
+        theta = dict(params)
+        for _ in range(steps):
+            support = F.cross_entropy(torch.func.functional_call(model, theta, (task.x_support[b],)), task.y_support[b])
+            grads = torch.autograd.grad(support, [theta[n] for n in names], create_graph=second_order)
+            theta = {**theta, **{n: theta[n] - inner_lr * g for n, g in zip(names, grads)}}
+        total = total + F.cross_entropy(torch.func.functional_call(model, theta, (task.x_query[b],)), task.y_query[b])
+    return torch.cat([g.flatten() for g in torch.autograd.grad(total / task.batch_size, list(params.values()))])
+
+
+@pytest.mark.parametrize("strategy", ["loop", "batched"])
+def test_learner_methods_give_their_own_meta_gradient(strategy):
+    """MAMLLearner's wiring: maml is second order over every parameter, fomaml first order, anil adapts the
+    head only, pretrain takes no inner step. Each against a by-hand reference, and the references differ."""
+    task = _classification_task(T=2, dtype=torch.float64)
+    names = [n for n, _ in _conv4(torch.float64).named_parameters()]
+    head = [n for n in names if n.startswith("head.")]
+    cases = {"maml": dict(steps=2, names=names, second_order=True),
+             "fomaml": dict(steps=2, names=names, second_order=False),
+             "anil": dict(steps=2, names=head, second_order=True),
+             "pretrain": dict(steps=0, names=names, second_order=True)}
+    refs = {}
+    for method, kw in cases.items():
+        learner = MAMLLearner(_conv4(torch.float64), method=method, inner_lr=0.4, steps=2, strategy=strategy)
+        loss, _ = learner.meta_loss(task)
+        got = torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(learner.model.parameters()))])
+        refs[method] = _learner_meta_grad_by_hand(learner.model, task, inner_lr=0.4, **kw)
+        assert _rel(got, refs[method]) < 1e-10, f"{method}: relative error {_rel(got, refs[method]):.2e} to its reference"
+    for a, b in (("maml", "fomaml"), ("maml", "anil"), ("maml", "pretrain")):
+        assert _rel(refs[a], refs[b]) > 1e-3, f"the {a} and {b} references should differ here"
 
 
 def test_errors_say_what_to_do():

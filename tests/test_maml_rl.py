@@ -10,8 +10,8 @@ import torch
 from metalib import TrainConfig
 from metalib.rl.maml_rl import (GaussianMLPPolicy, Trajectories, adapt, adapt_loop, advantages, discounted_returns,
                                 inner_loss, linear_baseline, outer_loss, sample_trajectories)
-from metalib.rl.maml_rl_train import (MAMLRLConfig, evaluate_adaptation, load_maml_policy, save_maml_policy,
-                                      train_maml_rl)
+from metalib.rl.maml_rl_train import (MAMLRLConfig, evaluate_adaptation, load_maml_policy, meta_loss, sample_stages,
+                                      save_maml_policy, train_maml_rl)
 from metalib.rl.nav2d import STAY_AT_ORIGIN, Nav2D, oracle_action, play
 
 ENV = Nav2D()
@@ -228,6 +228,45 @@ def test_training_runs_is_reproducible_and_changes_the_weights(changes):
     torch.manual_seed(cfg.seed)
     fresh = GaussianMLPPolicy(hidden=cfg.hidden, init_std=cfg.init_std)
     assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), fresh.parameters())), "training changed nothing"
+
+
+def _meta_gradient_by_hand(policy, stages, cfg) -> list[torch.Tensor]:
+    """The meta-gradient of `meta_loss` built from `adapt_loop` (metalib.maml.adapt, one task at a time):
+    second order through every inner step, or first order: the per-task gradients at θ'_i, summed."""
+    theta = policy.params()
+    adapted, losses, last = theta, [], len(stages) - 1
+    for s, (traj, adv, _) in enumerate(stages):
+        if s == last or (cfg.loss_every_step and s > 0):
+            if cfg.first_order and s > 0:
+                leaf = {n: v.detach().requires_grad_() for n, v in adapted.items()}
+                g = torch.autograd.grad(outer_loss(policy, leaf, traj, adv), list(leaf.values()))
+                losses.append([gi.sum(0) for gi in g])  # d theta'_i / d theta = I for every task i
+            else:
+                losses.append(list(torch.autograd.grad(outer_loss(policy, adapted, traj, adv), list(theta.values()),
+                                                       retain_graph=True)))
+        if s < last:
+            adapted = adapt_loop(policy, adapted, traj, adv, cfg.inner_lr, first_order=cfg.first_order)
+    return [torch.stack(gs).mean(0) for gs in zip(*losses)]
+
+
+@pytest.mark.parametrize("inner_steps,every", [(1, False), (2, True)])
+def test_first_order_meta_gradient_drops_exactly_the_second_order_terms(inner_steps, every):
+    """FOMAML (first_order=True) must give the first-order gradient, MAML the second-order one, and the two differ."""
+    grads = {}
+    for first_order in (False, True):
+        cfg = dataclasses.replace(SMALL, inner_steps=inner_steps, loss_every_step=every, first_order=first_order,
+                                  inner_lr=0.3)
+        torch.manual_seed(0)
+        policy = GaussianMLPPolicy(hidden=cfg.hidden, init_std=cfg.init_std)
+        stages = sample_stages(policy, ENV, cfg, 3, torch.Generator().manual_seed(1))
+        loss, _ = meta_loss(policy, stages, cfg)
+        got = torch.autograd.grad(loss, list(policy.params().values()))
+        want = _meta_gradient_by_hand(policy, stages, cfg)
+        for n, a, b in zip(policy.params(), got, want):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=f"first_order={first_order}: d loss / d {n}")
+        grads[first_order] = torch.cat([g.flatten() for g in got])
+    gap = ((grads[True] - grads[False]).norm() / grads[False].norm()).item()
+    assert gap > 1e-2, f"first- and second-order meta-gradients should differ here, relative gap {gap:.2e}"
 
 
 def test_config_is_checked():

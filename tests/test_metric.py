@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metalib.matching import MatchingNet, attention, attention_logits, label_log_probs
+from metalib.matching import FullContextEmbedding, MatchingNet, attention, attention_logits, label_log_probs
 from metalib.checkpoint import checkpoint_dir
 from metalib.metric_train import (EXPERIMENTS, MetricConfig, build_model, evaluate_model, load_metric, save_metric,
                                   train_metric)
@@ -277,3 +277,107 @@ def test_train_part_trainval_trains_on_the_validation_alphabets_too():
     blob_cfg = dataclasses.asdict(EXPERIMENTS["protonet_lake"])
     del blob_cfg["train_part"]  # checkpoints saved before the option existed
     assert MetricConfig.from_dict(blob_cfg).train_part == "train"
+
+
+# ----------------------------------------------------------------------------- the pieces a training run cannot show
+
+def _episode_images(seed=0, B=2, N=3, K=2, Q=2):
+    g = torch.Generator().manual_seed(seed)
+    ys = torch.arange(N).repeat_interleave(K).expand(B, N * K)
+    yq = torch.arange(N).repeat_interleave(Q).expand(B, N * Q)
+    return Task(torch.rand(B, N * K, 1, 28, 28, generator=g), ys, torch.rand(B, N * Q, 1, 28, 28, generator=g), yq)
+
+
+def test_matching_net_multiplies_cosines_by_its_learned_scale():
+    torch.manual_seed(0)
+    task = _episode_images()
+    for scale in (10.0, 3.0):
+        model = MatchingNet("cosine", hidden=8, scale=scale)
+        with torch.no_grad():
+            model.log_scale.fill_(math.log(scale * 1.7))  # as if training had moved it
+        cos = F.cosine_similarity(model.embed(task.x_query)[:, :, None], model.embed_support(task.x_support)[:, None], dim=-1)
+        expected = label_log_probs(scale * 1.7 * cos, task.y_support, 3)  # (B, M, N)
+        torch.testing.assert_close(model(task), expected, atol=1e-5, rtol=1e-5)
+    model(task).sum().backward()
+    assert model.log_scale.grad is not None and model.log_scale.grad.abs() > 0, "the scale must be learned"
+    plain = MatchingNet("cosine", hidden=8, scale=None)
+    assert plain.log_scale is None
+    cos = F.cosine_similarity(plain.embed(task.x_query)[:, :, None], plain.embed_support(task.x_support)[:, None], dim=-1)
+    torch.testing.assert_close(plain(task), label_log_probs(cos, task.y_support, 3), atol=1e-5, rtol=1e-5)
+
+
+def test_full_context_embeddings_against_a_loop_with_their_skip_connections():
+    """g(x_i, S) = forward + backward BiLSTM states + g'(x_i); f(x, S): h = LSTM step + f'(x), read r = attention
+    over g. Recomputed one example at a time with the module's own LSTM cells."""
+    torch.manual_seed(1)
+    D, S, M, steps = 5, 4, 3, 3
+    fce = FullContextEmbedding(D, steps)
+    zs, zq = torch.randn(2, S, D), torch.randn(2, M, D)
+    lstm = fce.support_lstm
+    fwd_cell, bwd_cell = torch.nn.LSTMCell(D, D), torch.nn.LSTMCell(D, D)
+    with torch.no_grad():
+        for cell, sfx in ((fwd_cell, ""), (bwd_cell, "_reverse")):
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(cell, kind).copy_(getattr(lstm, f"{kind}_l0{sfx}"))
+    g_ref = torch.zeros(2, S, D)
+    for b in range(2):
+        state, fwd = None, []
+        for i in range(S):
+            state = fwd_cell(zs[b, i:i + 1], state)
+            fwd.append(state[0][0])
+        state, bwd = None, [None] * S
+        for i in reversed(range(S)):
+            state = bwd_cell(zs[b, i:i + 1], state)
+            bwd[i] = state[0][0]
+        for i in range(S):
+            g_ref[b, i] = zs[b, i] + fwd[i] + bwd[i]
+    g = fce.support(zs)
+    torch.testing.assert_close(g, g_ref, atol=1e-6, rtol=1e-5)
+    f = fce.query(zq, g)
+    for b in range(2):
+        for m in range(M):
+            x = zq[b, m:m + 1]
+            h, c, r = torch.zeros(1, D), torch.zeros(1, D), torch.zeros(1, D)
+            for _ in range(steps):
+                h_hat, c = fce.query_cell(x, (h + r, c))
+                h = h_hat + x
+                r = (h @ g[b].T).softmax(-1) @ g[b]
+            torch.testing.assert_close(f[b, m], h[0], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cosine_decay", [True, False])
+def test_learning_rate_follows_the_cosine_schedule(monkeypatch, vinyals_small, cosine_decay):
+    import metalib.metric_train as mt
+    seen, original = [], mt.meta_train
+
+    def spy(model, step_loss, sample, cfg, **kw):
+        opt = kw["optimizer"]
+
+        def recording(task):
+            seen.append(opt.param_groups[0]["lr"])
+            return step_loss(task)
+        return original(model, recording, sample, cfg, **kw)
+    monkeypatch.setattr(mt, "meta_train", spy)
+    train, _ = vinyals_small
+    cfg = MetricConfig("matching", 5, 1, 1, hidden=8, val_episodes=0, cosine_decay=cosine_decay,
+                       train=TrainConfig(steps=4, meta_batch=1, lr=1e-2, eval_every=0))
+    mt.train_metric(cfg, train, None, progress=False)
+    want = [1e-2 * (0.5 * (1 + math.cos(math.pi * s / 4)) if cosine_decay else 1) for s in range(4)]
+    assert seen == pytest.approx(want), f"learning rate per step {seen}, expected {want}"
+
+
+def test_lake_within_alphabet_test_sampler_draws_each_episode_from_one_alphabet():
+    """Lake et al.'s 20-way 1-shot runs: all classes of an episode from one evaluation alphabet, one query each."""
+    import metalib
+    from metalib import metric_train as mt
+    data = metalib.load_omniglot(download=False, progress=False)
+    sampler = mt.test_sampler(20, 1, split="lake", within_alphabet=True, device="cpu", data=data)
+    assert sampler.groups is not None, "the within-alphabet sampler must know each class's alphabet"
+    test = metalib.omniglot_split(data, "lake", "test")
+    _, classes = sampler.sample_with_classes(6, torch.Generator().manual_seed(0))  # (6, 20)
+    alphabets = data.alphabet[test.char_index][classes]
+    assert (alphabets == alphabets[:, :1]).all(), f"episodes mix alphabets: {alphabets.tolist()}"
+    assert sampler.n_query == 1
+    mixed = mt.test_sampler(20, 1, split="lake", device="cpu", data=data)
+    _, classes = mixed.sample_with_classes(6, torch.Generator().manual_seed(0))
+    assert (data.alphabet[test.char_index][classes] != data.alphabet[test.char_index][classes][:, :1]).any()

@@ -89,8 +89,34 @@ def test_searcher_expected_returns():
     two = expected_returns(env, "never", n_tasks=2)
     torch.testing.assert_close(two[:4], memory)  # the first task starts with an empty memory
     assert (two[4:] < memory - 0.5).all(), "leaked memory must hurt the second task"
-    # the issue quotes "about 3.5 / 6.5 / 6.7 / 6.7"; ours waits once its leaked memory says it looked everywhere
-    torch.testing.assert_close(two[4:], torch.tensor([3.5, 6.5, 6.7, 6.7], dtype=torch.float64), atol=0.6, rtol=0)
+    # exact: sums of multiples of 0.1 over the 21 x 21 goal pairs, so fractions over 4410
+    # (3.43 / 6.13 / 6.19 / 6.19; the searcher waits once its leaked memory says it looked everywhere)
+    exact = torch.tensor([17640, 47439, 48825, 48825, 15121, 27045, 27309, 27309], dtype=torch.float64) / 4410
+    torch.testing.assert_close(two, exact, atol=1e-9, rtol=0)
+    torch.testing.assert_close(two, _searcher_through_the_batched_env(env), atol=1e-9, rtol=0)
+
+
+def _searcher_through_the_batched_env(env: GridNavi) -> torch.Tensor:
+    """The same average computed another way: every (first goal, second goal) pair at once, moves and
+    rewards from the batched GridNavi env (not the searcher's own play_episode), memory never cleared."""
+    goals = env.goal_cells()
+    first, second = goals.repeat_interleave(len(goals)), goals.repeat(len(goals))  # all 441 pairs
+    searchers = [Searcher(env) for _ in first]
+    returns = []
+    for tasks in (first, second):
+        for _ in range(env.n_episodes):
+            state, _ = env.reset(tasks)
+            for s in searchers:
+                s.observe((0, 0), env.step_reward)  # no goal is at the start
+            total = torch.zeros(len(tasks), dtype=torch.float64)
+            for _ in range(env.episode_len):
+                action = torch.tensor([s.act(tuple(p)) for s, p in zip(searchers, state.tolist())])
+                state, _, r = env.step(tasks, state, action)
+                for s, p, ri in zip(searchers, state.tolist(), r.tolist()):
+                    s.observe(tuple(p), ri)
+                total += (r.double() * 10).round() / 10  # the env gives float32 rewards: -0.1 exactly
+            returns.append(total.mean())
+    return torch.stack(returns)
 
 
 def test_searcher_agrees_with_the_batched_env():

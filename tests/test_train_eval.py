@@ -445,12 +445,20 @@ def test_get_device_env_cpu(monkeypatch):
     assert metalib.get_device("cpu") == torch.device("cpu")
 
 
-def test_get_device_default(monkeypatch):
+@pytest.mark.parametrize("cuda,mps,expected", [(True, True, "cuda"), (True, False, "cuda"),
+                                                (False, True, "mps"), (False, False, "cpu")])
+def test_get_device_default_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    """Every availability combination, whatever this machine has (its accelerators are faked)."""
     monkeypatch.delenv("METALIB_DEVICE", raising=False)
-    dev = metalib.get_device()
-    assert dev.type == ("cuda" if torch.cuda.is_available() else dev.type)
-    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
-        assert dev == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert metalib.get_device() == torch.device(expected), f"cuda={cuda}, mps={mps}: expected {expected}"
+
+
+def test_get_device_default_on_this_machine(monkeypatch):
+    monkeypatch.delenv("METALIB_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert metalib.get_device().type == expected
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

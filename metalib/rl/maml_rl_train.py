@@ -99,35 +99,50 @@ def train_maml_rl(cfg: MAMLRLConfig, env: Nav2D | None = None, *, policy: Gaussi
 
     def sample(b: int):
         if cache["left"] == 0:  # fresh goals and trajectories; PPO reuses them for `epochs` steps
-            goals = env.sample_tasks(b, gen)
-            theta, stages = {n: p.detach() for n, p in policy.params().items()}, []
-            for s in range(cfg.inner_steps + 1):  # stage s: K trajectories of θ after s inner steps
-                traj = sample_trajectories(policy, theta, env, goals, cfg.trajectories, generator=gen)
-                adv = advantages(traj, cfg.gamma, cfg.baseline, cfg.normalize)
-                B, K, T, D = traj.obs.shape
-                old = policy.log_prob(theta, traj.obs.reshape(B, K * T, D), traj.actions.reshape(B, K * T, -1))
-                stages.append((traj, adv, old))
-                if s < cfg.inner_steps:
-                    theta = adapt(policy, theta, traj, adv, cfg.inner_lr, create_graph=False)
-            cache.update(left=epochs, batch=stages)
+            cache.update(left=epochs, batch=sample_stages(policy, env, cfg, b, gen))
         cache["left"] -= 1
         return cache["batch"]
 
     def step_loss(stages):
-        adapted, losses, last = policy.params(), [], len(stages) - 1
-        for s, (traj, adv, old) in enumerate(stages):
-            if s == last or (cfg.loss_every_step and s > 0):  # D'_i: trajectories of an adapted policy
-                if cfg.first_order and s > 0:  # FOMAML: θ'_i = θ + (a constant step)
-                    adapted = {n: p + (adapted[n] - p).detach() for n, p in policy.params().items()}
-                losses.append(outer_loss(policy, adapted, traj, adv, old if cfg.outer == "ppo" else None, cfg.ppo_clip))
-            if s < last:  # θ -> θ'_i through the inner step (second order unless first_order)
-                adapted = adapt(policy, adapted, traj, adv, cfg.inner_lr, create_graph=not cfg.first_order)
-        return torch.stack(losses).mean(), {"pre": stages[0][0].returns().mean(), "post": stages[-1][0].returns().mean(),
-                                            "std": policy.log_std.exp().mean()}
+        return meta_loss(policy, stages, cfg)
 
     history = meta_train(policy, step_loss, sample, cfg.train, validate=validate, progress=progress,
                          desc="MAML-RL" if cfg.inner_steps else "pre-train")
     return policy, history
+
+
+def sample_stages(policy: GaussianMLPPolicy, env: Nav2D, cfg: MAMLRLConfig, b: int, gen: torch.Generator) -> list:
+    """One meta-batch of ``b`` goals: for stage s = 0..inner_steps, K trajectories of θ after s inner
+    steps with their advantages and log-probabilities, ``[(traj, adv, old_logp), ...]``."""
+    goals = env.sample_tasks(b, gen)
+    theta, stages = {n: p.detach() for n, p in policy.params().items()}, []
+    for s in range(cfg.inner_steps + 1):  # stage s: K trajectories of θ after s inner steps
+        traj = sample_trajectories(policy, theta, env, goals, cfg.trajectories, generator=gen)
+        adv = advantages(traj, cfg.gamma, cfg.baseline, cfg.normalize)
+        B, K, T, D = traj.obs.shape
+        old = policy.log_prob(theta, traj.obs.reshape(B, K * T, D), traj.actions.reshape(B, K * T, -1))
+        stages.append((traj, adv, old))
+        if s < cfg.inner_steps:
+            theta = adapt(policy, theta, traj, adv, cfg.inner_lr, create_graph=False)
+    return stages
+
+
+def meta_loss(policy: GaussianMLPPolicy, stages: list, cfg: MAMLRLConfig) -> tuple[torch.Tensor, dict]:
+    """(outer loss through the inner steps, logged values) for the stages of `sample_stages`.
+
+    Second order through every inner step, unless ``cfg.first_order``: then each adapted θ'_i is θ plus a
+    constant step, so the meta-gradient is the sum over tasks of ∇_θ' of the outer loss at θ'_i.
+    """
+    adapted, losses, last = policy.params(), [], len(stages) - 1
+    for s, (traj, adv, old) in enumerate(stages):
+        if s == last or (cfg.loss_every_step and s > 0):  # D'_i: trajectories of an adapted policy
+            if cfg.first_order and s > 0:  # FOMAML: θ'_i = θ + (a constant step)
+                adapted = {n: p + (adapted[n] - p).detach() for n, p in policy.params().items()}
+            losses.append(outer_loss(policy, adapted, traj, adv, old if cfg.outer == "ppo" else None, cfg.ppo_clip))
+        if s < last:  # θ -> θ'_i through the inner step (second order unless first_order)
+            adapted = adapt(policy, adapted, traj, adv, cfg.inner_lr, create_graph=not cfg.first_order)
+    return torch.stack(losses).mean(), {"pre": stages[0][0].returns().mean(), "post": stages[-1][0].returns().mean(),
+                                        "std": policy.log_std.exp().mean()}
 
 
 @torch.no_grad()
