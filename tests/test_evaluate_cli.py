@@ -103,3 +103,15 @@ def test_protonet_on_lake_within_alphabet_episodes(ckpts, capsys):
 def test_refusals(ckpts, capsys, args, message):
     code, _, err = _run(["evaluate", *(a.format(**ckpts) for a in args), "--episodes", "1"], capsys)
     assert code == 2 and message in err, err
+
+
+def test_select_by_validation_ignores_models_trained_on_their_validation_classes():
+    """The single Lake model is chosen by its final held-out validation accuracy, never by test data."""
+    from metalib.checkpoint_eval import select_by_validation
+
+    def meta(*accs, part="train"):
+        return {"config": {"train_part": part}, "history": {"val": [{"acc": a} for a in accs]}}
+
+    assert select_by_validation({"a": meta(0.99, 0.90), "b": meta(0.5, 0.95), "c": meta(0.99, part="trainval")}) == "b"
+    with pytest.raises(ValueError, match="held-out validation"):
+        select_by_validation({"c": meta(0.99, part="trainval")})
