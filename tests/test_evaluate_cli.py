@@ -115,3 +115,18 @@ def test_select_by_validation_ignores_models_trained_on_their_validation_classes
     assert select_by_validation({"a": meta(0.99, 0.90), "b": meta(0.5, 0.95), "c": meta(0.99, part="trainval")}) == "b"
     with pytest.raises(ValueError, match="held-out validation"):
         select_by_validation({"c": meta(0.99, part="trainval")})
+
+
+def test_maml_classifier_predicts_after_its_own_inner_steps(ckpts):
+    """A MAML-family checkpoint predicts after its config's test-time steps (or --inner-steps), not its training steps."""
+    from metalib.checkpoint_eval import load_classifier
+    from metalib.maml_train import load_maml
+    from metalib.tasks import Task
+
+    g = torch.Generator().manual_seed(0)
+    task = Task(torch.rand(1, 5, 1, 28, 28, generator=g), torch.arange(5)[None],
+                torch.rand(1, 5, 1, 28, 28, generator=g), torch.arange(5)[None])
+    learner, _ = load_maml(ckpts["fomaml"])  # trained with 1 inner step, tested with 2
+    assert not torch.allclose(learner.predict(task, 2), learner.predict(task, 1))
+    torch.testing.assert_close(load_classifier(ckpts["fomaml"]).predict(task), learner.predict(task, 2))
+    torch.testing.assert_close(load_classifier(ckpts["fomaml"], inner_steps=0).predict(task), learner.predict(task, 0))
