@@ -103,7 +103,7 @@ def test_mhd_on_part_of_run_1(runs105):
 @pytest.mark.slow
 def test_mhd_reproduces_the_demo_error(runs105):
     """All 20 runs: 155 of 400 trials wrong, 38.75%, the demo's documented "38.8 percent errors".
-    (About 6.5 min on the shared 2-core CPU, one thread: 8000 pairs of ~900 ink points each.)"""
+    (8000 pairs of ~900 ink points each: 64 s of CPU, one thread; 18.5 min wall on the shared 2-core CPU.)"""
     score = lake_runs.score_runs(lambda task: hausdorff.mhd_predict(runs105), runs105)
     assert int(score.wrong.sum()) == 155 and round(score.error, 1) == 38.8
     assert [int(w) for w in score.wrong.sum(1)] == [9, 7, 8, 5, 6, 3, 12, 7, 8, 11, 3, 14, 13, 7, 3, 5, 6, 8, 14, 6]
