@@ -2,12 +2,14 @@
 
 * ``info``: versions, the device metalib will use, quick mode, where the data is and whether
   Omniglot is found and decoded.
-* ``download omniglot``: fetch (if missing), verify and decode Omniglot into the cache.
+* ``download omniglot``: fetch (if missing), verify and decode Omniglot into the cache, and fetch and
+  verify Lake et al.'s one-shot runs (``all_runs.zip``).
 * ``train protonet|matching --ways N --shots K ...``: episodic training on Omniglot (notebooks 03, 04);
   saves a checkpoint that ``evaluate`` and `metalib.metric_train.load_metric` read.
-* ``evaluate CHECKPOINT --ways N --shots K --episodes 600``: test accuracy ± 95% CI (``--split lake
-  --within-alphabet``: Lake et al.'s protocol; several ProtoNet checkpoints: their ensemble; ``--tta
-  COPIES``: test-time augmentation, `metalib.ensemble`).
+* ``evaluate CHECKPOINT --ways N --shots K --episodes 600``: test accuracy ± 95% CI of a ProtoNet,
+  Matching Net or MAML-family model (`metalib.checkpoint_eval`); ``--split lake-runs``: the error on
+  Lake et al.'s 20 official runs (`metalib.data.lake_runs`); several ProtoNet checkpoints: their
+  ensemble; ``--tta COPIES``: test-time augmentation, `metalib.ensemble`.
 * ``assign``: regenerate the student notebooks from solutions/ (``--check`` only reports stale
   ones; ``--autograder DIR`` also writes the autograder zips there).
 * ``grade FOLDER --assignment NAME``: grade every submitted notebook in FOLDER without Docker;
@@ -33,7 +35,7 @@ def _info(_args) -> int:
     print(f"device: {get_device()}  (cuda available: {torch.cuda.is_available()})  quick mode: {is_quick()}")
     root = omniglot.data_root()
     print(f"data folder: {root}")
-    for name in omniglot.ZIP_NAMES:
+    for name in (*omniglot.ZIP_NAMES, "all_runs"):
         path = omniglot.find_zip(name)
         print(f"  {name}.zip: {path if path else 'missing (run: python -m metalib download omniglot)'}")
     cache = omniglot.cache_path()
@@ -42,6 +44,7 @@ def _info(_args) -> int:
 
 
 def _download(args) -> int:
+    from .data.lake_runs import download_runs
     from .data.omniglot import OmniglotError, load_omniglot
 
     if args.dataset != "omniglot":
@@ -49,11 +52,12 @@ def _download(args) -> int:
         return 2
     try:
         data = load_omniglot(args.root, download=True)
+        runs = download_runs(args.root)
     except OmniglotError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"Omniglot ready: {data.n_chars} characters x {data.images.shape[1]} drawings, "
-          f"{len(data.alphabet_names)} alphabets")
+          f"{len(data.alphabet_names)} alphabets; Lake et al.'s 20 one-shot runs: {runs}")
     return 0
 
 
@@ -86,33 +90,40 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     import torch
 
+    from .checkpoint_eval import LAKE_RUNS, check_protocol, load_classifier, make_predictor
+    from .data.omniglot import OmniglotError
     from .device import get_device
-    from .ensemble import ensemble_predictor
-    from .evaluate import evaluate_accuracy
-    from .metric_train import evaluate_model, load_metric, test_sampler
 
+    device = get_device(args.device)
     try:
-        loaded = [load_metric(c, device=get_device(args.device)) for c in args.checkpoint]
-        sizes = {meta["config"].get("image_size", 28) for _, meta in loaded}
-        if len(sizes) > 1:
-            raise ValueError(f"an ensemble needs models of one image size, got {sorted(sizes)}")
-        sampler = test_sampler(args.ways, args.shots, split=args.split, within_alphabet=args.within_alphabet,
-                               device=get_device(args.device), image_size=sizes.pop())
-        if args.tta < 0:
-            raise ValueError(f"--tta must be >= 0, got {args.tta}")
-        models = [m for m, _ in loaded]
-        predict = ensemble_predictor(models, copies=args.tta) if len(models) > 1 or args.tta else None
-    except (FileNotFoundError, ValueError, TypeError) as err:
+        loaded = [load_classifier(c, device, inner_steps=args.inner_steps) for c in args.checkpoint]
+        split = check_protocol(loaded, args.split, 20 if args.split == LAKE_RUNS else args.ways)
+        predict = make_predictor(loaded, copies=args.tta)
+        if split == LAKE_RUNS:
+            from .data.lake_runs import load_lake_runs
+            runs = load_lake_runs(size=loaded[0].image_size)
+        else:
+            from .metric_train import test_sampler
+            sampler = test_sampler(args.ways, args.shots, split=split, within_alphabet=args.within_alphabet,
+                                   device=device, image_size=loaded[0].image_size)
+    except (FileNotFoundError, ValueError, TypeError, OmniglotError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if predict is None:
-        acc = evaluate_model(models[0], sampler, episodes=args.episodes, seed=args.seed)
-    else:  # eval mode, no gradients, as evaluate_model
-        with torch.no_grad():
-            acc = evaluate_accuracy(predict, sampler, episodes=args.episodes, batch_size=20, seed=args.seed,
-                                    desc=f"{args.ways}-way {args.shots}-shot")
-    protocol = f"{args.split}{' within-alphabet' if args.within_alphabet else ''}"
     what = " + ".join(args.checkpoint) + (f" (test-time augmentation: {args.tta} copies)" if args.tta else "")
+    steps = {c.steps for c in loaded} - {None}
+    what += f" after {steps.pop()} inner steps" if steps else ""
+    for m in loaded:
+        m.model.eval()
+    with torch.no_grad():  # MAML's inner loop turns gradients back on for itself
+        if split == LAKE_RUNS:
+            from .data.lake_runs import score_runs
+            print(f"{what}: Lake et al.'s 20 official runs (20-way 1-shot within one alphabet): "
+                  f"{score_runs(predict, runs, device)}")
+            return 0
+        from .evaluate import evaluate_accuracy
+        acc = evaluate_accuracy(predict, sampler, episodes=args.episodes, batch_size=20, seed=args.seed,
+                                desc=f"{args.ways}-way {args.shots}-shot")
+    protocol = f"{split}{' within-alphabet random episodes' if args.within_alphabet else ''}"
     print(f"{what}: {args.ways}-way {args.shots}-shot ({protocol} test, {sampler.n_query} queries/class): "
           f"accuracy {100 * acc.mean:.2f} ± {100 * acc.ci95:.2f}% (95% CI, {acc.episodes} episodes)")
     return 0
@@ -192,15 +203,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: METALIB_DEVICE or the best available)")
     p.add_argument("--out", default=None, help="checkpoint path (default METHOD_SPLIT_NwKs.pt)")
     p.set_defaults(func=_train)
-    p = sub.add_parser("evaluate", help="test accuracy ± 95%% CI of a ProtoNet / Matching Net checkpoint")
+    p = sub.add_parser("evaluate", help="test accuracy ± 95%% CI of a ProtoNet, Matching Net or MAML-family checkpoint")
     p.add_argument("checkpoint", nargs="+",
-                   help="a file from `train` (bare names are also looked up in data/checkpoints/); several "
-                        "ProtoNet checkpoints: their ensemble (mean log-probabilities, `metalib.ensemble`)")
+                   help="a file from `train`, `metric.py` or `maml_accuracy.py` (bare names are also looked up in "
+                        "data/checkpoints/); several ProtoNet checkpoints: their ensemble (mean log-probabilities, "
+                        "`metalib.ensemble`)")
     p.add_argument("--ways", type=int, default=5)
     p.add_argument("--shots", type=int, default=1)
     p.add_argument("--episodes", type=int, default=600)
-    p.add_argument("--split", choices=["vinyals", "lake"], default="vinyals")
-    p.add_argument("--within-alphabet", action="store_true", help="Lake et al.: all N classes from one alphabet")
+    p.add_argument("--split", choices=["vinyals", "random", "lake", "lake-runs"], default=None,
+                   help="test classes of this split (default: the split the model was trained on); lake-runs: "
+                        "Lake et al.'s 20 official 20-way 1-shot runs (400 trials; --ways/--shots/--episodes unused)")
+    p.add_argument("--within-alphabet", action="store_true",
+                   help="random episodes with all N classes from one alphabet (harder than, and not comparable "
+                        "with, Lake et al.'s runs)")
+    p.add_argument("--inner-steps", type=int, default=None,
+                   help="MAML family: test-time inner steps (default: the model's own)")
     p.add_argument("--seed", type=int, default=1234, help="seeds the test episodes")
     p.add_argument("--tta", type=int, default=0, metavar="COPIES",
                    help="test-time augmentation (ProtoNets): average each embedding over COPIES random distortions")

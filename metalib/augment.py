@@ -1,6 +1,6 @@
 """Random affine distortions of character images (Koch, Zemel & Salakhutdinov 2015, section 4.3).
 
-Koch et al. reach 92% on Lake et al.'s within-alphabet 20-way 1-shot test partly by training on
+Koch et al. reach 92% on Lake et al.'s 20 one-shot runs (20-way, within one alphabet) partly by training on
 distorted copies of the background drawings: each of rotation, shear, scale and translation is applied
 with probability 1/2, with θ ∈ [-10°, 10°], shear ρ ∈ [-0.3, 0.3], scale s ∈ [0.8, 1.2] and translation
 t ∈ [-2, 2] pixels (per axis, for 105x105 images; scaled with the image size). `random_affine` samples one such

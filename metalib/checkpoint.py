@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_checkpoint_of_kind", "atomic_save", "checkpoint_dir",
-           "UnsafeCheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_checkpoint_of_kind", "resolve_checkpoint", "atomic_save",
+           "checkpoint_dir", "UnsafeCheckpointError"]
 
 
 class UnsafeCheckpointError(ValueError):
@@ -98,6 +98,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return blob
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """``path`` if it exists, else a bare name ("protonet_1shot" or "protonet_1shot.pt") in ``data/checkpoints/``."""
+    path = Path(path)
+    if not path.exists() and not path.is_absolute():
+        path = next((c for c in (checkpoint_dir() / path, checkpoint_dir() / f"{path}.pt") if c.exists()), path)
+    return path
+
+
 def load_checkpoint_of_kind(path: str | os.PathLike, kind: str, writer: str) -> tuple[Path, dict[str, Any]]:
     """``(resolved path, checkpoint)`` of a checkpoint whose metadata says ``kind`` and holds a ``config``.
 
@@ -105,9 +113,7 @@ def load_checkpoint_of_kind(path: str | os.PathLike, kind: str, writer: str) -> 
     not found as given. ``writer`` (e.g. "metalib.maml_train.save_maml") names the function that writes
     this kind, for the error raised on any other checkpoint.
     """
-    path = Path(path)
-    if not path.exists() and not path.is_absolute():
-        path = next((c for c in (checkpoint_dir() / path, checkpoint_dir() / f"{path}.pt") if c.exists()), path)
+    path = resolve_checkpoint(path)
     blob = load_checkpoint(path)
     if blob["meta"].get("kind") != kind or "config" not in blob["meta"]:
         raise ValueError(f"{path} was not written by {writer} (no {kind} config in its metadata); "

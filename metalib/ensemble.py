@@ -1,7 +1,7 @@
 """Accuracy bought after training: test-time augmentation and ensembles of Prototypical Networks.
 
-Two standard ways to classify better without retraining, measured on Lake et al.'s within-alphabet
-20-way 1-shot test in notebook 04 and ``benchmarks/metric.py``:
+Two standard ways to classify better without retraining, measured on Lake et al.'s 20 official one-shot
+runs (`metalib.data.lake_runs`) in notebook 04, ``benchmarks/metric.py`` and ``python -m metalib evaluate``:
 
 * **test-time augmentation** (TTA): embed every support and query image together with ``copies``
   random distortions of it (Koch et al.'s affine ranges, `metalib.augment`) and use the mean
@@ -10,7 +10,7 @@ Two standard ways to classify better without retraining, measured on Lake et al.
   (Dietterich 2000); their errors are partly independent, so the average errs less than each.
 
 Both multiply the cost of a prediction (by ``copies + 1`` and by the number of models). Neither
-looks at the other queries of the episode: every query is classified on its own, as in Lake's test.
+looks at the other queries of the episode: every query is classified on its own, as in Lake et al.'s runs.
 """
 from __future__ import annotations
 

@@ -79,3 +79,62 @@ def test_corrupt_download_is_rejected(server, tmp_path, monkeypatch):
     with pytest.raises(og.OmniglotError, match="not a readable zip"):
         og.download_omniglot(tmp_path / "data", progress=False)
     assert not list((tmp_path / "data" / "omniglot").iterdir()), "a download that fails verification is deleted"
+
+
+def _fake_runs_zip(path: Path) -> str:
+    """A small zip standing in for all_runs.zip; returns its sha256."""
+    import hashlib
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("run01/class_labels.txt", "run01/test/item01.png run01/training/class01.png\n")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_download_runs_fetches_and_verifies(server, tmp_path, monkeypatch):
+    """`download_runs` fetches <URL_PREFIX>/one-shot-classification/all_runs.zip and keeps it once its sha256 matches."""
+    from metalib.data import lake_runs
+
+    url, served, requests = server
+    (served / "one-shot-classification").mkdir()
+    sha = _fake_runs_zip(served / "one-shot-classification" / "all_runs.zip")
+    monkeypatch.setattr(og, "URL_PREFIX", url)
+    monkeypatch.setattr(lake_runs, "RUNS_SHA256", sha)
+    root = tmp_path / "data"
+    path = lake_runs.download_runs(root, progress=False)
+    assert path == root / "omniglot" / "all_runs.zip"
+    assert path.read_bytes() == (served / "one-shot-classification" / "all_runs.zip").read_bytes()
+    assert requests == ["/one-shot-classification/all_runs.zip"]
+    assert lake_runs.download_runs(root, progress=False) == path and len(requests) == 1, "found, not fetched again"
+
+
+def test_download_runs_refuses_a_bad_checksum(server, tmp_path, monkeypatch):
+    """A download whose sha256 is not the official one is refused, and neither it nor its .part file is kept."""
+    from metalib.data import lake_runs
+
+    url, served, _ = server
+    (served / "one-shot-classification").mkdir()
+    _fake_runs_zip(served / "one-shot-classification" / "all_runs.zip")  # not the official bytes
+    monkeypatch.setattr(og, "URL_PREFIX", url)
+    root = tmp_path / "data"
+    with pytest.raises(og.OmniglotError, match=f"expected {lake_runs.RUNS_SHA256}"):
+        lake_runs.download_runs(root, progress=False)
+    assert list((root / "omniglot").iterdir()) == [], "a download that fails its checksum is deleted"
+
+
+def test_runs_are_found_offline_and_checked(tmp_path, monkeypatch):
+    """Offline, all_runs.zip is found like the other zips (METALIB_DATA); a local file with other bytes is refused."""
+    from metalib.data import lake_runs
+
+    real = og.find_zip("all_runs") or SHARED / "all_runs.zip"
+    if not real.is_file():
+        pytest.skip("all_runs.zip not available offline")
+    monkeypatch.setattr(og, "URL_PREFIX", "http://127.0.0.1:9")  # any download attempt fails
+    monkeypatch.setenv("METALIB_DATA", str(real.parent.parent))
+    assert lake_runs.download_runs(progress=False) == real
+    (tmp_path / "omniglot").mkdir()
+    _fake_runs_zip(tmp_path / "omniglot" / "all_runs.zip")
+    with pytest.raises(og.OmniglotError, match="not that of Lake et al.'s all_runs.zip"):
+        lake_runs.download_runs(tmp_path, progress=False)
+    with pytest.raises(og.OmniglotError, match="not found"):
+        lake_runs.download_runs(tmp_path / "empty", download=False)

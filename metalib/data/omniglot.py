@@ -30,7 +30,7 @@ from ..checkpoint import atomic_save
 
 __all__ = [
     "Omniglot", "OmniglotError", "load_omniglot", "download_omniglot", "verify_zip",
-    "data_root", "find_zip", "cache_path", "ZIP_NAMES", "URL_PREFIX",
+    "data_root", "find_zip", "cache_path", "preprocess_png", "ZIP_NAMES", "URL_PREFIX",
 ]
 
 URL_PREFIX = "https://github.com/brendenlake/omniglot/raw/master/python"
@@ -214,7 +214,11 @@ def _ensure_zips(root, *, progress: bool) -> tuple[dict[str, Path], dict[str, st
     return paths, shas
 
 
-def _download(url: str, dest: Path, *, progress: bool) -> None:
+def _download(url: str, dest: Path, *, progress: bool, sha256: str | None = None) -> None:
+    """Stream ``url`` to ``dest`` + ".part", then rename it to ``dest``; nothing is left behind on failure.
+
+    With ``sha256`` the finished ``.part`` file must have that checksum, or it is deleted and refused.
+    """
     from tqdm.auto import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -229,15 +233,18 @@ def _download(url: str, dest: Path, *, progress: bool) -> None:
     except OSError as err:
         part.unlink(missing_ok=True)
         raise OmniglotError(
-            f"could not download {url} ({err}). Without internet, copy images_background.zip and "
-            f"images_evaluation.zip into {dest.parent} or point METALIB_DATA at a folder holding them.") from err
+            f"could not download {url} ({err}). Without internet, copy {dest.name} (like the other Omniglot "
+            f"zips) into {dest.parent} or point METALIB_DATA at a folder holding it.") from err
+    if sha256 is not None and (got := _digests(part)[1]) != sha256:
+        part.unlink(missing_ok=True)
+        raise OmniglotError(f"the download of {url} has sha256 {got}, expected {sha256}: refused and deleted "
+                            f"(a proxy's error page or a changed upstream file). Try again, or copy the file into {dest.parent}.")
     os.replace(part, dest)
 
 
 def _decode_zip(path: Path, name: str, progress: bool, size: int = SIZE
                 ) -> tuple[list[str], list[int], list[list[int]], np.ndarray]:
     """Decode one zip to (character names, file ids, drawers, uint8 images (C, 20, size, size))."""
-    from PIL import Image
     from tqdm.auto import tqdm
 
     by_char: dict[str, list[tuple[int, int, str]]] = {}
@@ -258,12 +265,23 @@ def _decode_zip(path: Path, name: str, progress: bool, size: int = SIZE
             drawers.append([d for d, _, _ in drawings])
             for d, (_, _, entry) in enumerate(drawings):
                 try:
-                    img = Image.open(io.BytesIO(zf.read(entry))).convert("L")
+                    out[c, d] = preprocess_png(zf.read(entry), size)
                 except (zipfile.BadZipFile, OSError, ValueError) as err:
                     raise OmniglotError(f"{path}: cannot read {entry} ({err}); the zip is corrupt. "
                                         f"Delete it and run `python -m metalib download omniglot`.") from err
-                out[c, d] = 255 - np.asarray(img.resize((size, size), Image.LANCZOS))
     return chars, ids, drawers, out
+
+
+def preprocess_png(png: bytes, size: int = SIZE) -> np.ndarray:
+    """One drawing as the cache stores it: uint8 (size, size), ink = 255 (see the module docstring).
+
+    The PNG is converted to 8-bit grayscale, resized with Lanczos and inverted. Every image the models
+    see goes through here (the cache, and Lake et al.'s 20 runs in `metalib.data.lake_runs`).
+    """
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("L")
+    return 255 - np.asarray(img.resize((size, size), Image.LANCZOS))
 
 
 def _build(paths: dict[str, Path], shas: dict[str, str], progress: bool, size: int = SIZE) -> dict:
