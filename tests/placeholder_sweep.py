@@ -132,6 +132,10 @@ def _leaf(kind: str, x):
             raise NotApplicable
     if isinstance(x, bool):
         return x
+    if isinstance(x, (set, frozenset)):  # a choice among names (a prediction question)
+        if kind == "identity":
+            raise NotApplicable
+        return type(x)() if kind == "zeros" else type(x)([kind])
     if isinstance(x, (int, float)):
         if kind == "identity":
             raise NotApplicable
