@@ -1,1 +1,0 @@
-"""Per-assignment judges (`metalib.grading.judge.Judge`): probes and reference implementations."""
