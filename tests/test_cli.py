@@ -68,5 +68,5 @@ def test_train_and_evaluate_refuse_bad_input(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["evaluate", "protonet_lake", "--tta", "-1", "--episodes", "1", "--device", "cpu"]) == 2
     assert "--tta must be >= 0" in capsys.readouterr().err
-    assert main(["evaluate", "protonet_1shot", "matching_1shot", "--episodes", "1", "--device", "cpu"]) == 2
+    assert main(["evaluate", "protonet_1shot", "maml_5w1s", "--episodes", "1", "--device", "cpu"]) == 2
     assert "ProtoNet" in capsys.readouterr().err
