@@ -150,7 +150,7 @@ def _grade(args) -> int:
     from pathlib import Path
 
     from .assignments import masters
-    from .grading import Assignment, grade_folder
+    from .grading import Assignment, SandboxUnavailable, grade_folder
 
     try:
         found = masters([args.assignment])
@@ -165,8 +165,9 @@ def _grade(args) -> int:
     out = Path(args.out or f"grades-{master.stem}")
     try:
         results = grade_folder(args.folder, Assignment.from_master(master), out=out, timeout=args.timeout,
-                               submission_timeout=args.submission_timeout, jobs=args.jobs)
-    except ValueError as err:
+                               submission_timeout=args.submission_timeout, jobs=args.jobs,
+                               isolate=not args.no_sandbox, seed=args.seed)
+    except (ValueError, SandboxUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for r in results:
@@ -235,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=int, default=120, help="seconds per cell and per question's tests")
     p.add_argument("--submission-timeout", type=int, default=1800, help="seconds per submission, all included")
     p.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel")
+    p.add_argument("--seed", type=int, default=None, help="hidden inputs' seed (default: drawn now; the report gives it)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="grade without bubblewrap (macOS, Windows): submissions are then NOT isolated")
     p.set_defaults(func=_grade)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -14,6 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from adversarial_corpus import careless_00
 from grading_corpus import broken_00, solved, uses_reference_06
 from metalib.assignments import HIDDEN_NOTICE, NOTEBOOKS, SOLUTIONS, masters, regenerate
 from metalib.grading import Assignment, grade_folder
@@ -29,6 +30,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
 def graded(tmp_path_factory):
     subs = tmp_path_factory.mktemp("submissions")
     expected = broken_00(subs)
+    expected.update(careless_00(subs))
     before = _snapshot(subs)
     out = tmp_path_factory.mktemp("grades")
     results = grade_folder(subs, SOLUTIONS / "00_welcome.ipynb", out=out, timeout=20, jobs=2, progress=False)
@@ -55,6 +57,13 @@ def test_each_broken_submission_scores_as_expected(graded, name):
         assert want["message"] in messages, messages
 
 
+@pytest.mark.parametrize("name", ["bom", "latin1", "metadata", "grader_comment"])
+def test_careless_but_honest_submissions_get_full_marks(graded, name):
+    _, expected, _, _, results = graded
+    got = results[f"careless_{name}.ipynb"]
+    assert got.scores == expected[f"careless_{name}.ipynb"]["score"], (got.status, got.tests)
+
+
 def test_grading_leaves_the_submissions_untouched_and_writes_reports(graded):
     subs, expected, before, out, _ = graded
     assert _snapshot(subs) == before
@@ -76,8 +85,10 @@ def test_reference_implementation_is_flagged_and_scored_zero(tmp_path):
     (result,) = grade_folder(tmp_path / "subs", SOLUTIONS / "06_maml_gradient.ipynb", timeout=60, progress=False)
     want = expected[result.file]
     assert result.scores == want["score"], result.tests
-    assert result.flags == want["flags"]
-    assert all(t[2] for t in result.tests["q3"]), "q3's tests pass with the reference: only the flag catches it"
+    assert set(result.flags) == set(want["flags"])
+    assert set(want["flags"]["q3"]) <= set(result.flags["q3"]), result.flags
+    assert not any(t[2] for t in result.tests["q3"]), "the reference is not available while grading"
+    assert "not available while grading" in " ".join(t[3] for t in result.tests["q3"])
 
 
 def test_reference_detector_allows_the_stubs_own_helpers():

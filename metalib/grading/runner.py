@@ -1,8 +1,13 @@
-"""Grade one submission: run the student's code in a fresh kernel, then every test of every question.
+"""Run one submission's code in a fresh kernel: the process that `sandbox` isolates.
 
-Runs as a worker process (``python -m metalib.grading.runner SUBMISSION MASTER RESULT.json``) so
-that the folder grader can kill it, kernel included, if anything hangs beyond repair. Robust to
-what real submissions contain:
+``python metalib/grading/runner.py JOB_DIR`` (a script: it does not import metalib, so torch is
+imported once, by the kernel) reads ``JOB_DIR/job.json`` (written by the grader:
+the submission's code cells, the questions' in-kernel tests, the probes), executes, and writes
+``JOB_DIR/result.json`` and ``JOB_DIR/outputs/*.pt``. It never sees the submission file, the
+master notebook or the submissions folder: the grader extracts the code beforehand. Everything it
+writes is untrusted (student code runs beside it) and is validated by the grader (`folder`).
+
+Robust to what real submissions contain:
 
 * a cell that raises: execution goes on (the question's tests then report the error);
 * an infinite loop: each cell and each question's tests get ``timeout`` seconds, then the kernel
@@ -12,23 +17,21 @@ what real submissions contain:
 * a notebook saved mid-execution: outputs and execution counts are ignored (everything reruns);
 * a dead kernel: the questions not graded yet score 0 with that reason.
 
-Only code cells up to the last one defining an answer function run (experiments after the
-exercises do not affect the grade), in quick mode, with matplotlib's Agg backend. The submission
-itself is never modified: it is read, and executed from a copy in a temporary folder.
+Two kinds of checks (`metalib.grading.judge`): *probes* call the student's functions on inputs and
+save the outputs as plain data (``torch.save``), which the grader loads with ``weights_only=True``
+and compares in its own process; *in-kernel tests* (Otter's test cells, for assignments without a
+judge) run in the student's kernel and can therefore be tampered with by a dishonest submission.
+The kernel talks to this process over IPC sockets in the job folder, not TCP.
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from .assignment import Assignment, defined_functions
+__all__ = ["execute", "JOB", "RESULT", "OUTPUTS"]
 
-__all__ = ["execute_submission", "GRADER_LINES"]
-
-GRADER_LINES = ("otter.Notebook(", "grader.check(", "grader.check_all(", "grader.export(")
+JOB, RESULT, OUTPUTS = "job.json", "result.json", "outputs"
 OUTPUT_CAP = 20_000
 
 PREAMBLE = f'''
@@ -52,14 +55,14 @@ _gr_sys.stderr = _GrCapped(_gr_sys.stderr, {OUTPUT_CAP})
 
 TEST_CELL = '''
 def _gr_run(_gr_tests, _gr_functions, _gr_path):
-    import json as _json
+    import builtins as _b, json as _json
     results = []
     def save():
         with open(_gr_path, "w") as f:
             _json.dump(results, f)
     for i, (name, hidden, src) in enumerate(_gr_tests):
         try:
-            exec(compile(src, "<test " + name + ">", "exec"), globals())
+            _b.exec(_b.compile(src, "<test " + name + ">", "exec"), globals())
             results.append([name, hidden, True, ""])
         except KeyboardInterrupt:
             results.append([name, hidden, False, "timed out (interrupted after the time limit)"])
@@ -78,63 +81,77 @@ def _gr_run(_gr_tests, _gr_functions, _gr_path):
 _gr_run({tests!r}, {functions!r}, {path!r})
 '''
 
+PROBE_CELL = '''
+def _gr_probe(_gr_probes, _gr_functions, _gr_dir):
+    import builtins as _b, os as _os, torch as _torch
+    _os.makedirs(_gr_dir, exist_ok=True)
+    for i, (pid, code) in enumerate(_gr_probes):
+        ns = dict(globals())
+        try:
+            _b.exec(_b.compile(code, "<check " + pid + ">", "exec"), ns)
+            _torch.save(ns["result"], _os.path.join(_gr_dir, pid + ".pt"))
+            continue
+        except KeyboardInterrupt:
+            msg = "timed out (interrupted after the time limit)"
+        except NameError as err:
+            missing = getattr(err, "name", None)
+            msg = ("`" + str(missing) + "` is not defined: was its cell deleted, renamed or never run?"
+                   if missing in _gr_functions else "NameError: " + str(err))
+        except BaseException as err:
+            msg = type(err).__name__ + ": " + str(err)[:500]
+        with open(_os.path.join(_gr_dir, pid + ".err"), "w") as f:
+            f.write(msg)
+        if msg.startswith("timed out"):
+            return
+_gr_probe({probes!r}, {functions!r}, {path!r})
+'''
 
-def _code_cells(nb) -> list[str]:
-    """The submission's code, without Otter's own cells (init, check)."""
-    cells = [c.source for c in nb.cells if c.cell_type == "code"]
-    return [s for s in cells if not any(marker in s for marker in GRADER_LINES)]
+
+def _ipc_kernel_manager():
+    from jupyter_client import KernelManager
+    from traitlets import default
+
+    class IPCKernelManager(KernelManager):
+        """Kernel sockets are files in the working directory (no TCP ports to collide on)."""
+        @default("transport")
+        def _transport_default(self):
+            return "ipc"
+
+    return IPCKernelManager
 
 
-def _through_last_answer(cells: list[str], functions: set[str]) -> list[str]:
-    last = max((i for i, src in enumerate(cells) if functions & set(defined_functions(src))), default=len(cells) - 1)
-    return cells[:last + 1]
-
-
-def execute_submission(path: str | Path, assignment: Assignment, *, timeout: int = 60) -> dict:
-    """Run one submission and its tests; return ``{"status", "errors", "questions": {q: [tests]}}``.
-
-    Each test is ``[name, hidden, passed, message]``. ``status`` is "graded", "not a notebook",
-    "no code" or "kernel died: ...". ``errors`` lists the student's cells that raised.
-    """
+def execute(job: dict, workdir: Path) -> dict:
+    """Run ``job`` (see `metalib.grading.folder.make_job`); return the result written to result.json."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
 
-    try:
-        nb = nbformat.read(path, as_version=4)
-    except Exception as err:  # not JSON, not a notebook, unreadable: graded as zero with the reason
-        return {"status": f"not a notebook ({type(err).__name__}: {str(err)[:200]})", "errors": [], "questions": {}}
-    cells = _through_last_answer(_code_cells(nb), assignment.functions)
-    if not any(s.strip() for s in cells):
-        return {"status": "no code", "errors": [], "questions": {}}
-    with tempfile.TemporaryDirectory(prefix="metalib-grade-") as tmp:
-        run = nbformat.v4.new_notebook()
-        run.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        run.cells = [nbformat.v4.new_code_cell(PREAMBLE)] + [nbformat.v4.new_code_cell(s) for s in cells]
-        for q in assignment.auto_questions:
-            tests = [(t.name, t.hidden, t.source) for t in q.tests]
+    cells, timeout = job["cells"], int(job["timeout"])
+    run = nbformat.v4.new_notebook()
+    run.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    run.cells = [nbformat.v4.new_code_cell(PREAMBLE)] + [nbformat.v4.new_code_cell(s) for s in cells]
+    tests_dir = workdir / "tests"
+    tests_dir.mkdir(exist_ok=True)
+    for q in job["questions"]:
+        if q.get("tests"):
             run.cells.append(nbformat.v4.new_code_cell(TEST_CELL.format(
-                tests=tests, functions=list(q.functions), path=str(Path(tmp) / f"{q.name}.json"))))
-        env_status = "graded"
-        client = NotebookClient(run, timeout=timeout, allow_errors=True, interrupt_on_timeout=True,
-                                error_on_timeout={"ename": "Timeout", "evalue": f"cell ran over {timeout} s",
-                                                  "traceback": []},
-                                kernel_name="python3", resources={"metadata": {"path": tmp}})
-        try:
-            client.execute()
-        except DeadKernelError as err:
-            env_status = f"kernel died ({str(err)[:200]})"
-        except Exception as err:  # nbclient itself failed: report, never crash the folder run
-            env_status = f"execution failed ({type(err).__name__}: {str(err)[:200]})"
-        errors = [e for e in (_cell_error(i, c) for i, c in enumerate(run.cells[1:len(cells) + 1], 1)) if e]
-        questions = {}
-        for q in assignment.auto_questions:
-            file = Path(tmp) / f"{q.name}.json"
-            done = json.loads(file.read_text()) if file.is_file() else []
-            reason = "not run: " + (env_status if env_status != "graded" else "the tests timed out or crashed")
-            seen = {r[0] for r in done}
-            questions[q.name] = done + [[t.name, t.hidden, False, reason] for t in q.tests if t.name not in seen]
-    return {"status": env_status, "errors": errors, "questions": questions}
+                tests=[tuple(t) for t in q["tests"]], functions=q["functions"], path=str(tests_dir / f"{q['name']}.json"))))
+        if q.get("probes"):
+            run.cells.append(nbformat.v4.new_code_cell(PROBE_CELL.format(
+                probes=[tuple(p) for p in q["probes"]], functions=q["functions"], path=str(workdir / OUTPUTS))))
+    status = "graded"
+    client = NotebookClient(run, timeout=timeout, allow_errors=True, interrupt_on_timeout=True,
+                            error_on_timeout={"ename": "Timeout", "evalue": f"cell ran over {timeout} s", "traceback": []},
+                            kernel_name="python3", kernel_manager_class=_ipc_kernel_manager(),
+                            resources={"metadata": {"path": str(workdir)}})
+    try:
+        client.execute()
+    except DeadKernelError as err:
+        status = f"kernel died ({str(err)[:200]})"
+    except Exception as err:  # nbclient itself failed: report, never crash
+        status = f"execution failed ({type(err).__name__}: {str(err)[:200]})"
+    errors = [e for e in (_cell_error(i, c) for i, c in enumerate(run.cells[1:len(cells) + 1], 1)) if e]
+    return {"status": status, "errors": errors}
 
 
 def _cell_error(index: int, cell) -> str | None:
@@ -145,14 +162,12 @@ def _cell_error(index: int, cell) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Worker entry point: SUBMISSION MASTER RESULT_JSON [TIMEOUT]."""
+    """Entry point: JOB_DIR (holding job.json; result.json, tests/ and outputs/ are written there)."""
     argv = sys.argv[1:] if argv is None else argv
-    submission, master, result = argv[:3]
-    timeout = int(argv[3]) if len(argv) > 3 else 60
-    os.environ.setdefault("METALIB_QUICK", "1")
-    os.environ["MPLBACKEND"] = "Agg"
-    outcome = execute_submission(submission, Assignment.from_master(master), timeout=timeout)
-    Path(result).write_text(json.dumps(outcome))
+    workdir = Path(argv[0]).resolve()
+    job = json.loads((workdir / JOB).read_text())
+    outcome = execute(job, workdir)
+    (workdir / RESULT).write_text(json.dumps(outcome))
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Per-assignment judges (`metalib.grading.judge.Judge`): probes and reference implementations."""
