@@ -513,3 +513,19 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     cut.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match="truncated"):
         load_checkpoint(cut)
+
+
+def test_atomic_save_writes_an_ordinary_readable_file(tmp_path):
+    """Not mkstemp's 0600: the sandboxed grader (another user) reads the Omniglot cache."""
+    import os
+    import stat
+
+    from metalib.checkpoint import atomic_save
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_save({"x": 1}, tmp_path / "cache.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert not list(tmp_path.glob("*.tmp"))

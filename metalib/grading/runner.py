@@ -108,11 +108,15 @@ _gr_probe({probes!r}, {functions!r}, {path!r})
 
 
 def _ipc_kernel_manager():
-    from jupyter_client import KernelManager
+    from jupyter_client import AsyncKernelManager
     from traitlets import default
 
-    class IPCKernelManager(KernelManager):
-        """Kernel sockets are files in the working directory (no TCP ports to collide on)."""
+    class IPCKernelManager(AsyncKernelManager):
+        """Kernel sockets are files in the working directory (no TCP ports to collide on).
+
+        Asynchronous like nbclient's default manager: with a blocking one, nbclient's client blocks its
+        event loop in ``get_msg`` and a cell's timeout never fires (an infinite loop then ran until the
+        whole submission was killed)."""
         @default("transport")
         def _transport_default(self):
             return "ipc"
