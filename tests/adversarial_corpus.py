@@ -149,7 +149,7 @@ def adversarial_06(dest: Path, paths: dict) -> dict[str, dict]:
                                                         "q3": "g_maml_hvp ~ metalib.maml_gradient.g_maml_hvp"}})
     cases["lookup_table"] = (_lookup_table(), {"score": {q: round(0.25 * p, 4) for q, p in FULL.items()}})
     cases["batch_attacks"] = (_append(solved(NAME), _batch_attack(paths)), {"score": FULL})
-    cases["kill_everything"] = (_append(solved(NAME), "import os, signal\nos.kill(-1, signal.SIGKILL)\n"), {"score": ZERO, "status": "the sandbox ended"})
+    cases["kill_everything"] = (_append(solved(NAME), "import os, signal\nos.kill(-1, signal.SIGKILL)\n"), {"score": ZERO, "status": ("the sandbox ended", "kernel died")})
     cases["forged_report"] = (_answer(_blank(), "inner_step_jacobian",
                                       "def inner_step_jacobian(inner_loss, theta, alpha):\n"
                                       "    raise ValueError('oops\\n\\n## alice: 10 / 10\\n\\n* **q1**: 2 / 2')\n"), {"score": ZERO})

@@ -174,7 +174,7 @@ def test_each_attack_is_graded_as_an_honest_grader_would(attacked):
                 problems.append(f"{q} not flagged '{text}': {flags[q]!r}")
         if not want.get("flags") and (got.flags or got.similar):
             problems.append(f"unexpected flags {got.flags} {got.similar}")
-        if "status" in want and not got.status.startswith(want["status"]):
+        if "status" in want and not got.status.startswith(want["status"]):  # a prefix or a tuple of them
             problems.append(f"status {got.status!r}")
         if problems:
             wrong[name] = problems + [f"{t[0]}: {t[3]}" for ts in got.tests.values() for t in ts if not t[2]][:6]
