@@ -24,7 +24,7 @@ import torch
 from grading_corpus import solved
 from metalib.assignments import SOLUTIONS
 from metalib.grading.assignment import Assignment, Question
-from metalib.grading.runner import _code_cells, _through_last_answer
+from metalib.grading.submission import through_last_answer, without_grader_calls
 
 PLACEHOLDERS = ("zeros", "ones", "noise", "constant", "identity", "input", "nothing")
 _KEEP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -49,7 +49,9 @@ def assignment(name: str) -> Assignment:
 
 def definitions(name: str) -> str:
     """The notebook's imports and definitions (solutions filled in), up to its last answer cell."""
-    cells = _through_last_answer(_code_cells(solved(name)), assignment(name).functions)
+    nb = solved(name)
+    cells = through_last_answer(without_grader_calls([c.source for c in nb.cells if c.cell_type == "code"]),
+                                assignment(name).functions)
     kept = []
     for src in cells:
         tree = ast.parse(src)
