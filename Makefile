@@ -37,7 +37,7 @@ notebooks: setup
 	$(BIN)/python -m metalib assign
 
 autograder: setup
-	$(BIN)/python -m metalib assign --autograder autograder
+	$(BIN)/python -m metalib.grading.gradescope build --out autograder
 
 # The fast benchmarks; each writes its tables into docs/results/, then docs/RESULTS.md is rebuilt from them.
 # (demo_mode.py exits 1 when a notebook misses its 30 s target: its table says which; the `-` goes on.)

@@ -74,7 +74,7 @@ class Grading:
 
     def __init__(self, assignment: Assignment, *, timeout: int = 60, submission_timeout: int = 900,
                  jobs: int = 1, isolate: bool = True, limits: sandbox.Limits = sandbox.Limits(),
-                 seed: int | None = None):
+                 seed: int | None = None, stub: Path | None = None):
         import torch
 
         self.assignment, self.timeout, self.submission_timeout = assignment, timeout, submission_timeout
@@ -91,7 +91,7 @@ class Grading:
                 self.expected = {p.name: expected_value(p, references) for p in self.probes}
             finally:
                 torch.set_default_dtype(dtype)
-        self.stub = _stub_cells(assignment)
+        self.stub = code_cells(stub) if stub is not None else _stub_cells(assignment)
         self.workspace = Path(tempfile.mkdtemp(prefix="metalib-grade-"))
         self.package = self._package()
         self.slots: queue.Queue[int] = queue.Queue()

@@ -90,7 +90,7 @@ def readable_roots() -> list[Path]:
         p = Path(entry or ".").resolve()
         if "site-packages" in p.parts or "dist-packages" in p.parts:
             roots.add(p)
-    for var in ("METALIB_DATA", "METALIB_CACHE"):
+    for var in ("METALIB_DATA", "METALIB_CACHE", "METALIB_CHECKPOINTS"):
         if os.environ.get(var) and Path(os.environ[var]).is_dir():
             roots.add(Path(os.environ[var]).resolve())
     roots = {r.resolve() for r in roots if r.exists()}
@@ -115,8 +115,10 @@ def command(inner: list[str], job: Path, *, package: Path, slot: int = 0, limits
             cmd += ["--symlink", os.readlink(link), link]
         elif os.path.isdir(link):
             cmd += ["--ro-bind", link, link]
+    # the private /tmp first: mounted later it would hide any root below /tmp (a test's virtual environment)
+    cmd += ["--perms", "1777", "--tmpfs", "/tmp"]
     roots = readable_roots()
-    made = {Path("/"), Path("/usr"), Path("/etc")}
+    made = {Path("/"), Path("/usr"), Path("/etc"), Path("/tmp")}
     for root in roots:
         for parent in reversed(root.parents):  # bwrap would make them 0700: unreadable after `enter`
             if parent not in made:
@@ -128,7 +130,7 @@ def command(inner: list[str], job: Path, *, package: Path, slot: int = 0, limits
     installed = Path(metalib.__file__).resolve().parent
     if any(installed.is_relative_to(r) for r in [*roots, Path("/usr")]):
         cmd += ["--tmpfs", str(installed), "--remount-ro", str(installed)]
-    cmd += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+    cmd += ["--dev", "/dev", "--proc", "/proc",
             "--perms", "0755", "--dir", LIB_MOUNT, "--ro-bind", str(package), f"{LIB_MOUNT}/metalib",
             "--perms", "0755", "--dir", JOB_MOUNT, "--bind", str(job), JOB_MOUNT, "--chdir", JOB_MOUNT]
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp",
@@ -136,7 +138,7 @@ def command(inner: list[str], job: Path, *, package: Path, slot: int = 0, limits
            "JUPYTER_RUNTIME_DIR": "/tmp/jupyter", "JUPYTER_DATA_DIR": "/tmp/jupyter-data",
            "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "METALIB_QUICK": "1", "OMP_NUM_THREADS": "1",
            "LANG": "C.UTF-8"}
-    for var in ("METALIB_DATA", "METALIB_CACHE"):
+    for var in ("METALIB_DATA", "METALIB_CACHE", "METALIB_CHECKPOINTS"):
         if os.environ.get(var):
             env[var] = str(Path(os.environ[var]).resolve())
     cmd.append("--clearenv")
