@@ -209,3 +209,27 @@ def test_hidden_inputs_are_drawn_per_run():
     assert [p.code for p in a if not p.hidden] == [p.code for p in b if not p.hidden]
     assert all(p.code != q.code for p, q in zip(a, b) if p.hidden)
     assert {p.question for p in a if p.hidden} == {p.question for p in a if not p.hidden} == set(ANSWERS)
+
+
+def test_probes_follow_their_function_when_a_master_renumbers_its_questions():
+    """A new question inserted before the judged ones: each probe moves to the question that now
+    defines its function; the new question (unknown to the judge) keeps Otter's tests."""
+    import random
+
+    from metalib.grading.assignment import Question
+    from metalib.grading.folder import _by_function
+
+    original = Assignment.from_master(A06)
+    qs = [Question("q1", 1.0, False, ("predict_size",), original.auto_questions[0].tests)]
+    qs += [Question(f"q{i + 2}", q.points, q.manual, q.functions, q.tests) for i, q in enumerate(original.auto_questions)]
+    renumbered = Assignment(original.name, original.master, tuple(qs))
+    probes = JUDGE.probes(random.Random(0))
+    moved = _by_function(probes, renumbered, JUDGE.references())
+    assert len(moved) == len(probes)
+    assert {p.name: p.question for p in moved} == {p.name: f"q{int(p.question[1:]) + 1}" for p in probes}
+    assert "q1" not in {p.question for p in moved}
+    # a function renamed away from every question: its probes are dropped (that question runs its tests)
+    renamed = Assignment(original.name, original.master, tuple(
+        Question(q.name, q.points, q.manual, tuple("other" if f == "inner_step_jacobian" else f for f in q.functions), q.tests)
+        for q in original.auto_questions))
+    assert not [p for p in _by_function(probes, renamed, JUDGE.references()) if "jacobian" in p.name]

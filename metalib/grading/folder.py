@@ -91,6 +91,9 @@ class Grading:
                 self.expected = {p.name: expected_value(p, references) for p in self.probes}
             finally:
                 torch.set_default_dtype(dtype)
+            self.probes = _by_function(self.probes, assignment, references)
+        # questions the judge checks; any other question (one the judge does not know) runs Otter's tests
+        self.judged = {p.question for p in self.probes}
         self.stub = code_cells(stub) if stub is not None else _stub_cells(assignment)
         self.workspace = Path(tempfile.mkdtemp(prefix="metalib-grade-"))
         self.package = self._package()
@@ -139,7 +142,7 @@ class Grading:
         questions = []
         for q in self.assignment.auto_questions:
             entry = {"name": q.name, "functions": list(q.functions)}
-            if self.judge is not None:
+            if q.name in self.judged:
                 entry["probes"] = [[p.name, p.code] for p in self.probes if p.question == q.name]
             else:
                 entry["tests"] = [[t.name, t.hidden, t.source] for t in q.tests]
@@ -194,7 +197,7 @@ class Grading:
         reason = "not run: " + (status if status != "graded" else "the tests timed out or crashed")
         found = {}
         for q in self.assignment.auto_questions:
-            if self.judge is not None:
+            if q.name in self.judged:
                 found[q.name] = [self._judge_probe(job / OUTPUTS, p, reason) for p in self.probes if p.question == q.name]
                 continue
             reported = {}
@@ -226,8 +229,9 @@ class Grading:
                 flags: dict | None = None, similar: dict | None = None) -> StudentResult:
         scores, tests = {}, {}
         for q in self.assignment.auto_questions:
-            names = [p.name for p in self.probes if p.question == q.name] if self.judge else [t.name for t in q.tests]
-            hidden = {p.name: p.hidden for p in self.probes} if self.judge else {t.name: t.hidden for t in q.tests}
+            judged = q.name in self.judged
+            names = [p.name for p in self.probes if p.question == q.name] if judged else [t.name for t in q.tests]
+            hidden = {p.name: p.hidden for p in self.probes} if judged else {t.name: t.hidden for t in q.tests}
             results = found.get(q.name) or [[n, hidden[n], False, status] for n in names]
             reached = sorted({m.split(NOT_AVAILABLE)[0].split()[-1] for *_, m in results if NOT_AVAILABLE in m})
             if reached:  # the answer called a reference hidden while grading, by whatever route
@@ -238,6 +242,22 @@ class Grading:
             tests[q.name] = results
         return StudentResult(path.stem, path.name, status, scores, tests,
                              {q: f for q, f in (flags or {}).items() if f}, errors, {q: s for q, s in (similar or {}).items() if s})
+
+
+def _by_function(probes: list, assignment: Assignment, references: dict) -> list:
+    """Each probe under the question that now defines the answer function it calls (a master may
+    renumber or insert questions; the judge names questions as they were when it was written). A probe
+    whose function no question defines any more is dropped: that question then runs Otter's tests."""
+    import dataclasses
+    import re
+
+    owner = {f: q.name for q in assignment.auto_questions for f in q.functions}
+    out = []
+    for p in probes:
+        called = [f for f in references if f in owner and re.search(rf"\b{f}\s*\(", p.code)]
+        if called:
+            out.append(dataclasses.replace(p, question=owner[called[0]]))
+    return out
 
 
 def _demo_cell_error(error: str, cells: list[str], functions: set[str]) -> bool:
