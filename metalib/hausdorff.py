@@ -11,7 +11,7 @@ as the support image at the smallest Modified Hausdorff distance (Dubuisson & Ja
 * the demo computes cost[query, support] and takes the argmin (the first support on ties).
 
 Reproducing 38.8% checks that `metalib.data.lake_runs` reads the runs and their answers correctly.
-Taught in notebook 04, section 9.
+Taught in notebook 04's optional case study (its "Going further" appendix).
 """
 from __future__ import annotations
 

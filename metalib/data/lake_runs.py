@@ -14,7 +14,7 @@ Siamese network 8.0, and the repository's own reference, the Modified Hausdorff 
 (``test_sampler(split="lake", within_alphabet=True)``) are a different, harder test: not comparable.
 
 Images are preprocessed exactly as the training cache (`metalib.data.omniglot.preprocess_png`).
-Taught in notebook 04, section 9; ``python -m metalib evaluate NAME --split lake-runs``.
+Taught in notebook 04's optional case study (its "Going further" appendix); ``python -m metalib evaluate NAME --split lake-runs``.
 """
 from __future__ import annotations
 
