@@ -136,6 +136,8 @@ def table(folder: Path, episodes: int, stored: bool = False, ensemble: bool = Fa
                         f"{100 * (1 - acc.mean):.1f} ± {100 * acc.ci95:.1f}% |")
             continue
         paper = PAPER[cfg.method] if cfg.similarity in ("euclidean", "cosine") and not cfg.fce else {}
+        if meta.get("config", {}).get("split") == "random":  # trained on the old random permutation: no paper comparison
+            paper, what = {}, what + "; **old random split**, not the paper's test"
         measured = {(n, k): a for n, k, a in cells}
         rows.append(f"| {name} | {what} | {time_s} | " + " | ".join(
             (f"{100 * measured[s].mean:.1f} ± {100 * measured[s].ci95:.1f}" if s in measured else "–")
