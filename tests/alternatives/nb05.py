@@ -17,7 +17,7 @@ ALTERNATIVES = {
                                  "        loss_fn(fmodel(fixed, x), y).backward()\n"
                                  "        phi = {n: phi[n] - alpha * fixed[n].grad for n in phi}   # .grad carries no graph\n"
                                  "    return phi\n"}],
-    "q3": [{"joint_predictor": "def joint_predictor():\n    return 'B'\n"}],
+    "q3": [{"joint_predictor": "def joint_predictor():\n    return frozenset('b')\n"}],
     "q4": [{"largest_stable_alpha": "def largest_stable_alpha(lam):\n"
                                     "    lo, hi = 0.0, 1.0\n"
                                     "    while abs(1 - hi * lam) <= 1:   # grow until the step diverges\n"

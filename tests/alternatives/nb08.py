@@ -1,4 +1,4 @@
-"""Notebook 08: one vectorised autograd call over per-task views, a midpoint-rule integral, a list for a pair."""
+"""Notebook 08: one vectorised autograd call over per-task views, a midpoint-rule integral, a set built from a string."""
 ALTERNATIVES = {
     "q1": [{"inner_step": '''def inner_step(policy, params, traj, lr, gamma=0.99):
     B, K, T, D = traj.obs.shape
@@ -14,5 +14,5 @@ ALTERNATIVES = {
                                      "    n = 1000                                       # midpoint rule on an n x n grid\n"
                                      "    xs = (torch.arange(n, dtype=torch.float64) + 0.5) / n - 0.5\n"
                                      "    return float(-100 * torch.sqrt(xs[:, None] ** 2 + xs[None, :] ** 2).mean())\n"}],
-    "q3": [{"best_initialisations": "def best_initialisations():\n    return ['pretrained', 'maml']\n"}],
+    "q3": [{"adaptation_predictions": "def adaptation_predictions():\n    return set('db')\n"}],
 }
