@@ -30,7 +30,7 @@ SETUP_FACTS = {
 }
 # Notebooks 05-09 belong to another change of issue 21; they are listed here until it lands.
 PENDING = {name: "issue 21's prose changes to this notebook are not merged yet"
-           for name in ("05_maml", "07_meta_rl_rl2", "08_maml_rl")}
+           for name in ()}
 
 
 def _strip(text: str) -> str:
