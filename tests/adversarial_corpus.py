@@ -18,8 +18,8 @@ from grading_corpus import _solution_sources, answer_index, solved
 from metalib.assignments import NOTEBOOKS
 
 NAME = "06_maml_gradient"
-ZERO = {"q1": 0.0, "q2": 0.0, "q3": 0.0, "q4": 0.0}
-FULL = {"q1": 2.0, "q2": 3.0, "q3": 3.0, "q4": 2.0}
+ZERO = {"q1": 0.0, "q1b": 0.0, "q2": 0.0, "q2b": 0.0, "q3": 0.0, "q4": 0.0}
+FULL = {"q1": 2.0, "q1b": 2.0, "q2": 3.0, "q2b": 1.0, "q3": 3.0, "q4": 2.0}
 ANSWERS = {"q1": "inner_step_jacobian", "q2": "g_maml_explicit", "q3": "g_maml_hvp", "q4": "g_first_order"}
 
 
@@ -144,10 +144,11 @@ def adversarial_06(dest: Path, paths: dict) -> dict[str, dict]:
     _answer(nb, "inner_step_jacobian", "%%capture\ndef inner_step_jacobian(inner_loss, theta, alpha):\n    return _helper(inner_loss, theta, alpha)\n")
     _answer(nb, "g_maml_hvp", _pasted_library())
     _with_cell(nb, "g_maml_explicit = mg.g_maml_autograd\n", after="g_maml_explicit")
-    cases["helper_magic_rebind_paste"] = (nb, {"score": {"q1": 0.0, "q2": 0.0, "q3": 3.0, "q4": 2.0},
+    cases["helper_magic_rebind_paste"] = (nb, {"score": {"q1": 0.0, "q1b": 2.0, "q2": 0.0, "q2b": 1.0, "q3": 3.0, "q4": 2.0},
                                               "flags": {"q1": "not available while grading", "q2": "not available",
                                                         "q3": "g_maml_hvp ~ metalib.maml_gradient.g_maml_hvp"}})
-    cases["lookup_table"] = (_lookup_table(), {"score": {q: round(0.25 * p, 4) for q, p in FULL.items()}})
+    cases["lookup_table"] = (_lookup_table(), {"score": {q: round(0.25 * p, 4) if q in ANSWERS else 0.0
+                                                       for q, p in FULL.items()}})
     cases["batch_attacks"] = (_append(solved(NAME), _batch_attack(paths)), {"score": FULL})
     cases["kill_everything"] = (_append(solved(NAME), "import os, signal\nos.kill(-1, signal.SIGKILL)\n"), {"score": ZERO, "status": ("the sandbox ended", "kernel died")})
     cases["forged_report"] = (_answer(_blank(), "inner_step_jacobian",

@@ -102,7 +102,7 @@ def _mid_execution() -> nbformat.NotebookNode:
 
 
 def uses_reference_06(dest: Path) -> dict[str, dict]:
-    """Notebook 06 answered by calling metalib for q3 (flagged), q2 solved, q1 and q4 blank."""
+    """Notebook 06 answered by calling metalib for q3 (flagged), q1, q1b, q2 and q2b solved, q4 blank."""
     nb = solved("06_maml_gradient", skip=("inner_step_jacobian", "g_first_order", "relative_error"))
     i = answer_index(nb, "g_maml_hvp")
     nb.cells[i].source = (
@@ -115,5 +115,5 @@ def uses_reference_06(dest: Path) -> dict[str, dict]:
     nb.cells[answer_index(nb, "inner_step_jacobian")].source = src
     dest.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest / "uses_reference.ipynb")
-    return {"uses_reference.ipynb": {"score": {"q1": 2.0, "q2": 3.0, "q3": 0.0, "q4": 0.0},
+    return {"uses_reference.ipynb": {"score": {"q1": 2.0, "q1b": 2.0, "q2": 3.0, "q2b": 1.0, "q3": 0.0, "q4": 0.0},
                                      "flags": {"q3": ["mg.hvp", "reference"]}}}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adversarial_corpus import ANSWERS, _pasted_library, adversarial_06
+from adversarial_corpus import ANSWERS, FULL, _pasted_library, adversarial_06
 from grading_corpus import _solution_sources, solved
 from metalib.assignments import PROJECT, SOLUTIONS
 from metalib.grading import Assignment, SandboxUnavailable, StudentResult, grade_folder, sandbox, write_reports
@@ -152,7 +152,7 @@ def attacked(tmp_path_factory):
     paths = {"master": A06, "classmate": subs / "classmate.ipynb", "out": out, "subs": subs,
              "checks": PROJECT / "metalib" / "checks.py"}
     expected = adversarial_06(subs, paths)
-    expected["classmate.ipynb"] = {"score": {q: p for q, p in zip(ANSWERS, (2.0, 3.0, 3.0, 2.0))}}
+    expected["classmate.ipynb"] = {"score": dict(FULL)}
     before = {"subs": _tree_hash(subs), "metalib": _tree_hash(PROJECT / "metalib"),
               "solutions": _tree_hash(SOLUTIONS)}
     results = grade_folder(subs, A06, out=out, timeout=60, submission_timeout=600, jobs=2, progress=False)
@@ -207,8 +207,8 @@ def test_hidden_inputs_are_drawn_per_run():
     import random
     a, b = JUDGE.probes(random.Random(1)), JUDGE.probes(random.Random(2))
     assert [p.code for p in a if not p.hidden] == [p.code for p in b if not p.hidden]
-    assert all(p.code != q.code for p, q in zip(a, b) if p.hidden)
-    assert {p.question for p in a if p.hidden} == {p.question for p in a if not p.hidden} == set(ANSWERS)
+    assert all(p.code != q.code for p, q in zip(a, b) if p.hidden and "()" not in p.code)  # q2b takes no input
+    assert {p.question for p in a if p.hidden} == {p.question for p in a if not p.hidden} == set(FULL)
 
 
 def test_probes_follow_their_function_when_a_master_renumbers_its_questions():
@@ -221,12 +221,12 @@ def test_probes_follow_their_function_when_a_master_renumbers_its_questions():
 
     original = Assignment.from_master(A06)
     qs = [Question("q1", 1.0, False, ("predict_size",), original.auto_questions[0].tests)]
-    qs += [Question(f"q{i + 2}", q.points, q.manual, q.functions, q.tests) for i, q in enumerate(original.auto_questions)]
+    qs += [Question(f"new_{q.name}", q.points, q.manual, q.functions, q.tests) for q in original.auto_questions]
     renumbered = Assignment(original.name, original.master, tuple(qs))
     probes = JUDGE.probes(random.Random(0))
     moved = _by_function(probes, renumbered, JUDGE.references())
     assert len(moved) == len(probes)
-    assert {p.name: p.question for p in moved} == {p.name: f"q{int(p.question[1:]) + 1}" for p in probes}
+    assert {p.name: p.question for p in moved} == {p.name: f"new_{p.question}" for p in probes}
     assert "q1" not in {p.question for p in moved}
     # a function renamed away from every question: its probes are dropped (that question runs its tests)
     renamed = Assignment(original.name, original.master, tuple(
