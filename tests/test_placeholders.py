@@ -2,7 +2,8 @@
 
 For each question of each master notebook (`placeholder_sweep` runs them without a kernel):
 
-* the solution passes every test, and so do differently written correct answers (`CORRECT`);
+* the solution passes every test, and so do differently written correct answers (`CORRECT`, and every
+  alternative of `tests/alternatives/`);
 * every placeholder (zeros, ones, noise, a constant, the identity, the input unchanged, nothing) fails
   every test of the question, so no test can be passed without doing the work;
 * realistic wrong answers (`WRONG`) fail at least one public test, so the student never reads "Public
@@ -17,9 +18,11 @@ from functools import lru_cache
 import pytest
 
 import placeholder_sweep as ps
+from alternatives import load
 from metalib.assignments import masters
 
 NAMES = [m.stem for m in masters()]
+ALTERNATIVES = load()
 QUESTIONS = [(n, q.name) for n in NAMES for q in ps.assignment(n).auto_questions]
 
 SOFTMAX = "def softmax(z):\n    {}\n"
@@ -31,67 +34,14 @@ CORRECT = {
         "float64 inside": SOFTMAX.format("w = z.double()\n    e = (w - w.max(-1, keepdim=True).values).exp()\n"
                                          "    return (e / e.sum(-1, keepdim=True)).to(z.dtype)"),
     },
-    ("01_supervised_meta_learning", "q1"): {
-        "argsort of uniforms": '''
-def sample_episode(images, n_way, k_shot, n_query, generator):
-    C, M = images.shape[:2]
-    if n_way > C or k_shot + n_query > M:
-        raise ValueError("episode too large for these images")
-    classes = torch.rand(C, generator=generator).argsort()[:n_way]
-    xs, xq = [], []
-    for c in classes.tolist():
-        pick = torch.rand(M, generator=generator).argsort()[:k_shot + n_query]
-        imgs = images[c, pick].float().unsqueeze(1) / 255
-        xs.append(imgs[:k_shot])
-        xq.append(imgs[k_shot:])
-    labels = torch.arange(n_way)
-    return Task(torch.cat(xs), labels.repeat_interleave(k_shot), torch.cat(xq), labels.repeat_interleave(n_query))
-''',
-    },
-    ("03_matching_networks", "q1"): {
-        "cosine_similarity": '''
-def attention_weights(z_query, z_support, kernel="cosine"):
-    if kernel == "dot":
-        sims = torch.einsum("bmd,bsd->bms", z_query, z_support)
-    elif kernel == "cosine":
-        sims = F.cosine_similarity(z_query[:, :, None, :], z_support[:, None, :, :], dim=-1)
-    else:
-        raise ValueError(kernel)
-    return torch.softmax(sims, dim=-1)
-''',
-    },
-    ("03_matching_networks", "q2"): {
-        "scatter_add": '''
-def matching_predict(attn, y_support, n_way):
-    out = attn.new_zeros(*attn.shape[:2], n_way)
-    return out.scatter_add(2, y_support[:, None, :].expand_as(attn), attn)
-''',
-    },
     ("04_prototypical_networks", "q1"): {
         "loop over classes": '''
 def prototypes(z_support, y_support, n_way):
     return torch.stack([torch.stack([z_support[b][y_support[b] == c].mean(0) for c in range(n_way)])
                         for b in range(z_support.shape[0])])
 ''',
-        "index_add": '''
-def prototypes(z_support, y_support, n_way):
-    B, S, D = z_support.shape
-    flat = (y_support + n_way * torch.arange(B)[:, None]).reshape(-1)
-    sums = z_support.new_zeros(B * n_way, D).index_add(0, flat, z_support.reshape(-1, D))
-    counts = torch.bincount(flat, minlength=B * n_way).to(z_support.dtype)
-    return (sums / counts[:, None]).view(B, n_way, D)
-''',
     },
     ("04_prototypical_networks", "q2"): {
-        "expanded square": '''
-def proto_logits(z_query, protos, similarity="euclidean"):
-    if similarity not in ("euclidean", "dot"):
-        raise ValueError(similarity)
-    dots = torch.einsum("bmd,bnd->bmn", z_query, protos)
-    if similarity == "dot":
-        return dots
-    return 2 * dots - (z_query ** 2).sum(-1, keepdim=True) - (protos ** 2).sum(-1)[:, None, :]
-''',
         "cdist": '''
 def proto_logits(z_query, protos, similarity="euclidean"):
     if similarity == "dot":
@@ -262,6 +212,8 @@ def _results(name: str) -> dict:
     out = {}
     for q in ps.assignment(name).auto_questions:
         variants = {f"correct: {k}": v for k, v in CORRECT.get((name, q.name), {}).items()}
+        for i, answer in enumerate(ALTERNATIVES.get(name, {}).get(q.name, [])):  # tests/alternatives/, without a kernel
+            variants[f"correct: alternative {i}"] = "\n\n".join(answer.values())
         variants.update({f"wrong: {k}": src for k, (_, src) in _wrong(name, q.name).items()})
         out[q.name] = ps.sweep(name, q, variants)
     return out
