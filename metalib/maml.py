@@ -38,7 +38,7 @@ from torch import nn
 
 from .tasks import Task
 
-__all__ = ["STRATEGIES", "functional", "adapt", "meta_loss", "reptile_loss"]
+__all__ = ["STRATEGIES", "functional", "sgd_step", "adapt", "meta_loss", "reptile_loss"]
 
 STRATEGIES = ("loop", "batched", "vmap")
 INNER_OPTIMIZERS = ("sgd", "adam")
@@ -80,6 +80,16 @@ def _rate(inner_lr: LR, name: str) -> float | torch.Tensor:
             raise ValueError(f"inner_lr is a dict of per-parameter rates (Meta-SGD) but has none for {name!r}")
         return inner_lr[name]
     return inner_lr
+
+
+def sgd_step(params: Mapping[str, torch.Tensor], grads: Mapping[str, torch.Tensor], inner_lr: LR) -> Params:
+    """One inner step θ' = θ − α ⊙ g for every parameter named in ``grads`` (a new dict, nothing in place).
+
+    ``inner_lr`` is MAML's scalar α or, for Meta-SGD (Li et al. 2017; notebook 09), a dict of learned
+    per-parameter rates of the parameters' shapes; the result is differentiable with respect to the
+    parameters, the gradients and the rates.
+    """
+    return {n: params[n] - _rate(inner_lr, n) * g for n, g in grads.items()}
 
 
 def adapt(fmodel: FModel, params: Mapping[str, torch.Tensor], x_support: torch.Tensor,
@@ -137,7 +147,7 @@ def adapt(fmodel: FModel, params: Mapping[str, torch.Tensor], x_support: torch.T
             b2, eps = ADAM_BETA2_EPS
             v = {n: b2 * v.get(n, 0) + (1 - b2) * g * g for n, g in zip(names, grads)}
             grads = [g / ((v[n] / (1 - b2 ** (i + 1))).sqrt() + eps) for n, g in zip(names, grads)]
-        theta = {**theta, **{n: theta[n] - _rate(inner_lr, n) * g for n, g in zip(names, grads)}}
+        theta = {**theta, **sgd_step(theta, dict(zip(names, grads)), inner_lr)}
     return theta
 
 

@@ -90,6 +90,12 @@ class MAMLLearner(nn.Module):
             self.lrs = nn.ParameterDict({n.replace(".", "__"): nn.Parameter(torch.full_like(p, inner_lr))
                                          for n, p in model.named_parameters()})
 
+    def learned_rates(self) -> dict[str, torch.Tensor]:
+        """Meta-SGD: the learned inner rates, parameter name -> tensor of its shape (detached)."""
+        if self.method != "metasgd":
+            raise ValueError(f"only Meta-SGD learns its inner rates; method {self.method!r} uses α = {self.inner_lr}")
+        return {n.replace("__", "."): r.detach() for n, r in self.lrs.items()}
+
     @property
     def strategy(self) -> str:
         if self._strategy != "auto":
@@ -252,6 +258,10 @@ EXPERIMENTS = {
     # tiny MLPs: one batched pass (bmm) of all tasks beats a per-task loop
     "maml_sine_k10": MAMLConfig("maml", "sinusoid", k_shot=10, n_query=10, inner_lr=0.01, eval_steps=10,
                                 hidden=40, strategy="batched", chunk=None, val_episodes=100, train=_SINE),
+    # Meta-SGD (Li et al. 2017): MAML's recipe with a learned rate per parameter, every rate starting at MAML's α;
+    # its rates are learned for one step, so it is validated after one step
+    "metasgd_sine_k10": MAMLConfig("metasgd", "sinusoid", k_shot=10, n_query=10, inner_lr=0.01, eval_steps=1,
+                                   hidden=40, strategy="batched", chunk=None, val_episodes=100, train=_SINE),
     "pretrain_sine_k10": MAMLConfig("pretrain", "sinusoid", k_shot=10, n_query=10, inner_lr=0.01, eval_steps=10,
                                     hidden=40, strategy="batched", chunk=None, val_episodes=100, train=_SINE),
 }

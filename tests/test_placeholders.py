@@ -184,6 +184,16 @@ def g_maml_explicit(inner_loss, outer_loss, theta0, alpha, k):
         "knows the probabilities (n * 2/3)": ("public", "def bayes_value_two_arms(n):\n    return 2 * n / 3\n"),
     },
     ("08_maml_rl", "q1"): {},  # filled from the solution below (first order: no create_graph)
+    ("09_choosing_a_meta_learner", "q1b"): {
+        "one scalar rate (the mean of the rates)": ("public", "def metasgd_step(params, grads, rates):\n"
+                                                    "    return {n: params[n] - rates[n].mean() * grads[n] for n in params}\n"),
+        "steps uphill (θ + α g)": ("all", "def metasgd_step(params, grads, rates):\n"
+                                           "    return {n: params[n] + rates[n] * grads[n] for n in params}\n"),
+        "detaches the gradients": ("public", "def metasgd_step(params, grads, rates):\n"
+                                             "    return {n: params[n] - rates[n] * grads[n].detach() for n in params}\n"),
+        "in place": ("public", "def metasgd_step(params, grads, rates):\n"
+                               "    for n in params:\n        params[n].sub_(rates[n] * grads[n])\n    return params\n"),
+    },
 }
 
 
