@@ -100,3 +100,84 @@ def test_reptile_defaults_to_the_loop_strategy_and_its_gradient_is_theta_minus_p
     phi = w.detach() - alpha * 2 / 4 * x.T @ (x @ w.detach() - y)
     torch.testing.assert_close(w.grad, w.detach() - phi)
     torch.testing.assert_close(loss.detach(), ((x @ phi - y) ** 2).mean())
+
+
+def _batched_linear(params, x):
+    """The linear model for T tasks at once: w (T, D), x (T, n, D) -> (T, n)."""
+    return torch.einsum("tnd,td->tn", x, params["w"])
+
+
+def _two_tasks():
+    x, y, w = _data()
+    return Task(torch.stack([x, x.flip(0)]), torch.stack([y, y.flip(0)]), x[None, :2].expand(2, 2, 2),
+                y[None, :2].expand(2, 2)), w
+
+
+@pytest.mark.parametrize("strategy", ["loop", "batched"])
+def test_reptile_inner_batch_steps_on_the_shuffled_pooled_examples(strategy):
+    """inner_batch=1: step i on pooled example perm[i], perm = randperm(6, generator) (the seeded generator's
+    permutation, not the global RNG's); θ's gradient is θ - mean φ, recomputed by hand."""
+    task, w = _two_tasks()
+    alpha, steps = 0.05, 3
+    torch.manual_seed(123)  # the global RNG must not matter
+    loss, _ = reptile_loss(_linear, {"w": w}, task, inner_lr=alpha, steps=steps, loss_fn=F.mse_loss,
+                           strategy=strategy, bfmodel=_batched_linear, inner_batch=1,
+                           generator=torch.Generator().manual_seed(7))
+    loss.backward()
+    perm = torch.randperm(6, generator=torch.Generator().manual_seed(7))
+    phis = []
+    for b in range(2):
+        xs, ys = torch.cat([task.x_support[b], task.x_query[b]])[perm], torch.cat([task.y_support[b], task.y_query[b]])[perm]
+        phi = w.detach().clone()
+        for i in range(steps):
+            phi = phi - alpha * 2 * xs[i] * (xs[i] @ phi - ys[i])
+        phis.append(phi)
+    torch.testing.assert_close(w.grad, w.detach() - torch.stack(phis).mean(0))
+
+
+def test_batched_inner_batch_bounds_count_examples_per_task():
+    task, w = _two_tasks()  # 4 support examples per task, 2 tasks, 2 features
+    with pytest.raises(ValueError, match=r"^batch_size=3 must divide the 4 examples per task$"):
+        adapt(_batched_linear, {"w": w.expand(2, 2)}, task.x_support, task.y_support, inner_lr=0.1,
+              loss_fn=F.mse_loss, batched=True, batch_size=3)
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_meta_loss_adapts_only_the_named_parameters(strategy):
+    """ANIL-style names=["w"]: the bias b keeps its value; θ_w after one step by hand."""
+    x, y, w = _data()
+    b = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    task = Task(x[None], y[None], x[None], y[None])
+
+    def affine(p, x):
+        return x @ p["w"] + p["b"]
+    alpha = 0.1
+    loss, _ = meta_loss(affine, {"w": w, "b": b}, task, inner_lr=alpha, loss_fn=F.mse_loss, names=["w"],
+                        strategy=strategy)
+    r = x @ w.detach() + 0.5 - y
+    theta_w = w.detach() - alpha * 2 / 4 * x.T @ r
+    torch.testing.assert_close(loss.detach(), ((x @ theta_w + 0.5 - y) ** 2).mean())
+
+
+def test_reptile_adapts_only_the_named_parameters():
+    x, y, w = _data()
+    b = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    task = Task(x[None], y[None], x[None], y[None])
+
+    def affine(p, x):
+        return x @ p["w"] + p["b"]
+    loss, _ = reptile_loss(affine, {"w": w, "b": b}, task, inner_lr=0.1, steps=1, loss_fn=F.mse_loss, names=["w"])
+    loss.backward()
+    assert b.grad is None or float(b.grad) == 0.0, "b is not adapted, so Reptile does not move it"
+    r = x @ w.detach() + 0.5 - y
+    torch.testing.assert_close(w.grad, 0.1 * 2 / 4 * x.T @ r)
+
+
+def test_meta_loss_accepts_tasks_of_scalar_inputs():
+    """x_support (B, n): one number per example (a 2-D batch is still a batch of tasks)."""
+    w = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    task = Task(x, 3 * x, x, 3 * x)
+    loss, _ = meta_loss(lambda p, x: p["w"] * x, {"w": w}, task, inner_lr=0.1, loss_fn=F.mse_loss)
+    theta = 2.0 - 0.1 * (2 * (1 * (2 - 3) * 1 + 2 * (4 - 6)) / 2)  # dL/dw = mean 2 (w x - 3x) x = -5
+    torch.testing.assert_close(loss.detach(), ((theta * x - 3 * x) ** 2).mean())
