@@ -181,3 +181,10 @@ def test_meta_loss_accepts_tasks_of_scalar_inputs():
     loss, _ = meta_loss(lambda p, x: p["w"] * x, {"w": w}, task, inner_lr=0.1, loss_fn=F.mse_loss)
     theta = 2.0 - 0.1 * (2 * (1 * (2 - 3) * 1 + 2 * (4 - 6)) / 2)  # dL/dw = mean 2 (w x - 3x) x = -5
     torch.testing.assert_close(loss.detach(), ((theta * x - 3 * x) ** 2).mean())
+
+
+def test_vmap_meta_loss_refuses_parameters_without_grad():
+    x, y, w = _data()
+    with pytest.raises(ValueError, match=r"^no parameter requires grad, so there is nothing to adapt"):
+        meta_loss(_linear, {"w": w.detach()}, Task(x[None], y[None], x[None], y[None]), inner_lr=0.1,
+                  loss_fn=F.mse_loss, strategy="vmap")
