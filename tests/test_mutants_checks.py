@@ -5,6 +5,8 @@ autograder check fails, so a message naming the wrong thing is a bug.
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -102,4 +104,84 @@ def test_assert_episode_repeated_drawing_is_caught_beside_a_near_identical_one()
     xq = t.x_query.clone()
     xq[3] = imgs[3, 1].float().div(255)[None]  # drawing 1 of class 3 used twice in the query set
     with pytest.raises(AssertionError, match="appears twice in one set"):
+        checks.assert_episode(t._replace(x_query=xq), imgs, 2, 1, 2)
+
+
+# ----------------------------------------------------------------------------- assert_close / _shape / _finite
+
+
+def test_assert_close_with_zero_tolerance_accepts_an_exact_match():
+    """The bound is inclusive: |actual - expected| <= atol + rtol * |expected| passes, with equality."""
+    checks.assert_close(torch.tensor([0.25, -3.0]), torch.tensor([0.25, -3.0]), atol=0, rtol=0)
+    checks.assert_close(torch.tensor([1.5]), torch.tensor([1.0]), atol=0.5, rtol=0)  # error == atol exactly
+    checks.assert_close(torch.tensor([3.0]), torch.tensor([2.0]), atol=0, rtol=0.5)  # error == rtol * |e| exactly
+    with pytest.raises(AssertionError, match="max abs error 0.5"):
+        checks.assert_close(torch.tensor([1.5]), torch.tensor([1.0]), atol=0.25, rtol=0)
+
+
+def test_assert_close_applies_atol_exactly_not_rounded_to_the_expected_dtype():
+    """The tolerance is computed in float64: a float32 expected value must not round atol=1e-5 down to
+    float32's 9.99999974738e-06, which would reject an error of 9.9999999e-06 <= atol."""
+    e = torch.tensor([1.0], dtype=torch.float32)
+    a = torch.tensor([1.0 + 9.9999999e-06], dtype=torch.float64)
+    assert float(torch.tensor(1e-5, dtype=torch.float32)) < 9.9999999e-06 < 1e-5  # the gap the test relies on
+    checks.assert_close(a, e, atol=1e-5, rtol=0)
+    with pytest.raises(AssertionError, match="differs"):
+        checks.assert_close(a + 1e-9, e, atol=1e-5, rtol=0)  # 1.00999e-05 > atol
+
+
+def test_assert_close_compares_bool_and_integer_answers_by_value():
+    """A student's 0/1 mask or integer counts are compared as numbers (bool - float is an error in torch)."""
+    checks.assert_close(torch.tensor([True, False, True]), torch.tensor([1.0, 0.0, 1.0]))
+    checks.assert_close(torch.tensor([3, 4]), torch.tensor([3.0, 4.0]))
+    with pytest.raises(AssertionError, match=r"at \[1\] \(got 0, expected 1;"):
+        checks.assert_close(torch.tensor([True, False]), torch.tensor([1.0, 1.0]))
+
+
+def test_default_names_in_messages_are_value():
+    """Called without ``name``, every check calls the thing "value" (what the student reads)."""
+    with pytest.raises(AssertionError, match=r"^value differs: max abs error 1 at \[0\]"):
+        checks.assert_close(torch.tensor([1.0]), torch.tensor([2.0]))
+    with pytest.raises(AssertionError, match=r"^value has shape \(2,\), expected \(3,\)$"):
+        checks.assert_shape(torch.zeros(2), (3,))
+    with pytest.raises(AssertionError, match=r"^value has 1 NaN/inf entries out of 2$"):
+        checks.assert_finite(torch.tensor([0.0, math.nan]))
+
+
+def test_assert_close_names_the_missing_expected_value():
+    with pytest.raises(AssertionError, match=r"^expected logits is None: the function returned nothing"):
+        checks.assert_close(torch.zeros(2), None, name="logits")
+    with pytest.raises(AssertionError, match=r"^expected value is Ellipsis"):
+        checks.assert_close(torch.zeros(2), ...)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_assert_close_compares_a_gpu_answer_with_a_cpu_reference():
+    """Both sides move to the CPU: a student's CUDA tensor against a CPU reference, and the other way."""
+    a = torch.tensor([1.0, 2.0])
+    checks.assert_close(a.cuda(), a)
+    checks.assert_close(a, a.cuda())
+    with pytest.raises(AssertionError, match="differs"):
+        checks.assert_close(a.cuda() + 1, a)
+
+
+# ----------------------------------------------------------------------------- assert_episode messages
+
+
+def test_assert_episode_drawing_in_support_and_query_message():
+    imgs = _images()
+    t = _episode(imgs)  # label 0: class 1, drawing 0 in support, 1 and 2 in query
+    xq = t.x_query.clone()
+    xq[0] = t.x_support[0]
+    with pytest.raises(AssertionError, match=r"^a drawing appears in both the support and the query set: "
+                                             r"D\^tr and D\^ts must be disjoint$"):
+        checks.assert_episode(t._replace(x_query=xq), imgs, 2, 1, 2)
+
+
+def test_assert_episode_drawing_twice_in_one_set_message():
+    imgs = _images()
+    t = _episode(imgs)
+    xq = t.x_query.clone()
+    xq[1] = xq[0]
+    with pytest.raises(AssertionError, match=r"^a drawing appears twice in one set: sample drawings without replacement$"):
         checks.assert_episode(t._replace(x_query=xq), imgs, 2, 1, 2)
