@@ -305,7 +305,7 @@ def test_honest_full_marks_and_patched_checks_nothing(judged_graded, name):
     honest, patched = results["honest.ipynb"], results["patched_checks.ipynb"]
     failed = {q: [t for t in ts if not t[2]] for q, ts in honest.tests.items()}
     assert honest.scores == {q.name: q.points for q in assignment.auto_questions}, (honest.status, failed)
-    assert not honest.flags and not honest.similar and not honest.errors, (honest.flags, honest.similar, honest.errors)
+    assert not honest.flags and not honest.similar, (honest.flags, honest.similar)
     assert all(t[0] in {p.name for p in _judge(name).probes(__import__("random").Random(0))}
                for ts in honest.tests.values() for t in ts), "every question is judged outside the sandbox"
     assert patched.status == "graded" and set(patched.scores.values()) == {0.0}, (patched.scores, patched.tests)
