@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adversarial_corpus import ANSWERS, CHECK_TAMPERING, FULL, _pasted_library, adversarial_06
+from adversarial_corpus import ANSWERS, FULL, _pasted_library, adversarial_06
 from grading_corpus import _solution_sources, solved
 from metalib.assignments import PROJECT, SOLUTIONS
 from metalib.grading import Assignment, SandboxUnavailable, StudentResult, grade_folder, sandbox, write_reports
@@ -239,8 +239,16 @@ def test_probes_follow_their_function_when_a_master_renumbers_its_questions():
 JUDGED = ["00_welcome", "01_supervised_meta_learning", "02_black_box", "03_matching_networks",
           "04_prototypical_networks"]
 # what a dishonest student patches in the kernel so that Otter's in-kernel tests pass on blank answers
-PATCH_CHECKS = CHECK_TAMPERING["patch_json_and_checks"] + """
-torch.equal = lambda *a, **k: True
+# (measured: with Otter's in-kernel tests instead of 00's judge, blank answers so patched earn 0.25 of q1)
+PATCH_CHECKS = """
+import math, torch
+import metalib.checks
+math.isclose = lambda *a, **k: True
+for _n in dir(metalib.checks):
+    if _n.startswith("assert"):
+        setattr(metalib.checks, _n, lambda *a, **k: None)
+torch.allclose = torch.equal = lambda *a, **k: True
+torch.testing.assert_close = lambda *a, **k: None
 for _m in ("metalib.grading.judge", "metalib.grading.judges.common"):
     try:
         import importlib
