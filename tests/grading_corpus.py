@@ -71,7 +71,7 @@ def broken_00(dest: Path) -> dict[str, dict]:
                               {"score": {"q1": 0.0}, "message": "`softmax` is not defined"})
     cases["wrong_shape.ipynb"] = (_with_softmax("    return z.exp().sum(-1)\n"), {"score": {"q1": 0.0}, "message": "shape"})
     cases["nan_output.ipynb"] = (_with_softmax("    e = z.exp()\n    return e / e.sum(-1, keepdim=True)\n"),
-                                 {"score": {"q1": 0.875}, "message": "NaN"})  # public 1/2 (25%), hidden 2/2 (75%)
+                                 {"score": {"q1": 0.625}, "message": "NaN"})  # public 1/2 (25%), hidden 2/3 (75%)
     huge = solved("00_welcome")
     huge.cells[answer_index(huge, "softmax")].source += "\nfor _ in range(100_000):\n    print('spam ' * 40)\n"
     cases["huge_output.ipynb"] = (huge, {"score": {"q1": 1.0}})

@@ -10,6 +10,10 @@ nothing. It computes the solution's output on copies of the arguments (a copied 
 policy or environment) only to learn its shape and dtype, so it neither consumes the caller's random
 numbers nor records anything in the caller's objects, and it never raises (a real placeholder does not
 validate its input). `variant` instead runs source code that redefines some functions.
+
+For assignments with a judge (`metalib.grading.judge`), each question's probes run too (hidden inputs
+drawn with a fixed seed), their results go through ``torch.save``/``torch.load(weights_only=True)`` as in
+the grader, and the judge's checks decide: the same outcomes, named ``probe <name>``.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import torch
 from grading_corpus import solved
 from metalib.assignments import SOLUTIONS
 from metalib.grading.assignment import Assignment, Question
+from metalib.grading.judge import compare, expected_value, judge_for
 from metalib.grading.submission import through_last_answer, without_grader_calls
 
 PLACEHOLDERS = ("zeros", "ones", "noise", "constant", "identity", "input", "nothing")
@@ -71,7 +76,7 @@ def namespace(name: str) -> dict:
     return ns
 
 
-def run_tests(ns: dict, question: Question, ctx: dict | None = None) -> list[Outcome]:
+def run_otter_tests(ns: dict, question: Question, ctx: dict | None = None) -> list[Outcome]:
     """Every test of ``question`` (public and hidden) in ``ns``; restores torch's global state after each.
     ``ctx["test"]`` names the test running (placeholders cache the solution's outputs per test and call)."""
     out = []
@@ -84,6 +89,56 @@ def run_tests(ns: dict, question: Question, ctx: dict | None = None) -> list[Out
             out.append(Outcome(t.name, t.hidden, True, ""))
         except Exception as err:  # noqa: BLE001 - every failure is an outcome
             out.append(Outcome(t.name, t.hidden, False, f"{type(err).__name__}: {err}".strip()))
+        finally:
+            torch.random.set_rng_state(state)
+            torch.set_default_dtype(dtype)
+            torch.set_num_threads(threads)
+    return out
+
+
+@lru_cache(maxsize=None)
+def judged_probes(name: str, seed: int = 0) -> tuple[list, dict]:
+    """The judge's probes of ``name`` (hidden inputs drawn from ``seed``), under the questions that now
+    define their functions, and their expected values; ([], {}) without a judge."""
+    from metalib.grading.folder import _by_function
+
+    judge = judge_for(name)
+    if judge is None:
+        return [], {}
+    probes, references = judge.probes(random.Random(seed)), judge.references()
+    dtype = torch.get_default_dtype()
+    try:
+        expected = {p.name: expected_value(p, references) for p in probes}
+    finally:
+        torch.set_default_dtype(dtype)
+    return _by_function(probes, assignment(name), references), expected
+
+
+def run_probes(ns: dict, name: str, question: Question, ctx: dict | None = None) -> list[Outcome]:
+    """The judge's probes of ``question`` run in ``ns`` (as the sandbox runs them), judged as the grader does."""
+    import io
+
+    probes, expected = judged_probes(name)
+    out = []
+    ctx = {} if ctx is None else ctx
+    for p in (p for p in probes if p.question == question.name):
+        ctx.update(test=f"probe {p.name}", calls={})
+        state, dtype, threads = torch.random.get_rng_state(), torch.get_default_dtype(), torch.get_num_threads()
+        try:
+            local = dict(ns)
+            exec(compile(p.code, f"<check {p.name}>", "exec"), local)
+            buffer = io.BytesIO()
+            torch.save(local["result"], buffer)
+            buffer.seek(0)
+            got = torch.load(buffer, weights_only=True)
+            if p.check is not None:
+                p.check(got, expected[p.name])
+            else:
+                compare(got, expected[p.name], name=p.name, atol=p.atol, rtol=p.rtol)
+            out.append(Outcome(f"probe {p.name}", p.hidden, True, ""))
+        except Exception as err:  # noqa: BLE001 - every failure is an outcome
+            text = str(err) if isinstance(err, AssertionError) else f"{type(err).__name__}: {err}"
+            out.append(Outcome(f"probe {p.name}", p.hidden, False, text.strip()))
         finally:
             torch.random.set_rng_state(state)
             torch.set_default_dtype(dtype)
@@ -202,13 +257,17 @@ def sweep(name: str, question: Question, variants: dict[str, str]) -> dict[str, 
     source variant ("variant: <label>"), each started from the solutions."""
     dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
     try:
-        return _sweep(namespace(name), question, variants)
+        return _sweep(namespace(name), question, variants, name)
     finally:  # the notebook's definitions may set them
         torch.set_default_dtype(dtype)
         torch.set_num_threads(threads)
 
 
-def _sweep(ns: dict, question: Question, variants: dict[str, str]) -> dict[str, list[Outcome]]:
+def _sweep(ns: dict, question: Question, variants: dict[str, str], name: str) -> dict[str, list[Outcome]]:
+    def run_tests(ns, question, ctx=None):  # Otter's tests, then the judge's probes
+        ctx = {} if ctx is None else ctx
+        return run_otter_tests(ns, question, ctx) + run_probes(ns, name, question, ctx)
+
     originals = {f: ns[f] for f in question.functions}
     results = {"solution": run_tests(ns, question)}
     ctx, cache = {}, {}

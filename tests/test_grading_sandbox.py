@@ -233,3 +233,87 @@ def test_probes_follow_their_function_when_a_master_renumbers_its_questions():
         Question(q.name, q.points, q.manual, tuple("other" if f == "inner_step_jacobian" else f for f in q.functions), q.tests)
         for q in original.auto_questions))
     assert not [p for p in _by_function(probes, renamed, JUDGE.references()) if "jacobian" in p.name]
+
+
+# -- the judges of notebooks 00-04 -------------------------------------------------------------------
+JUDGED = ["00_welcome", "01_supervised_meta_learning", "02_black_box", "03_matching_networks",
+          "04_prototypical_networks"]
+# what a dishonest student patches in the kernel so that Otter's in-kernel tests pass on blank answers
+# (measured: with Otter's in-kernel tests instead of 00's judge, blank answers so patched earn 0.25 of q1)
+PATCH_CHECKS = """
+import math, torch
+import metalib.checks
+math.isclose = lambda *a, **k: True
+for _n in dir(metalib.checks):
+    if _n.startswith("assert"):
+        setattr(metalib.checks, _n, lambda *a, **k: None)
+torch.allclose = torch.equal = lambda *a, **k: True
+torch.testing.assert_close = lambda *a, **k: None
+for _m in ("metalib.grading.judge", "metalib.grading.judges.common"):
+    try:
+        import importlib
+        _mod = importlib.import_module(_m)
+        for _n in ("compare", "tensors", "numbers", "names", "nothing"):
+            if hasattr(_mod, _n):
+                setattr(_mod, _n, lambda *a, **k: (lambda *a, **k: None))
+    except Exception as err:
+        print("cannot patch", _m, err)
+"""
+
+
+def _judge(name: str):
+    from metalib.grading.judge import judge_for
+    return judge_for(name)
+
+
+@pytest.mark.parametrize("name", JUDGED)
+def test_each_question_has_public_and_hidden_probes_drawn_per_run(name):
+    import random
+    judge = _judge(name)
+    a, b = judge.probes(random.Random(1)), judge.probes(random.Random(2))
+    questions = {q.name for q in Assignment.from_master(SOLUTIONS / f"{name}.ipynb").auto_questions}
+    assert {p.question for p in a if p.hidden} == {p.question for p in a if not p.hidden} == questions
+    assert [p.code for p in a if not p.hidden] == [p.code for p in b if not p.hidden]
+    takes_input = [(p, q) for p, q in zip(a, b) if p.hidden and "()" not in p.code.splitlines()[-1]]
+    assert takes_input and all(p.code != q.code for p, q in takes_input), \
+        [p.name for p, q in takes_input if p.code == q.code]
+    for module, names in judge.unavailable.items():  # the hidden references exist and can be stubbed
+        import importlib
+        stub_source(inspect.getsource(importlib.import_module(module)), names, module)
+
+
+def _last_answer(nb, functions) -> int:
+    from grading_corpus import answer_index
+    return max(answer_index(nb, f) for f in functions)
+
+
+@pytest.fixture(scope="module")
+def judged_graded(tmp_path_factory):
+    """Per notebook 00-04: the honest solution, and blank answers with the checks (and the judge's
+    comparison, as the kernel sees it) patched, graded by the real sandboxed grader."""
+    import nbformat
+
+    from metalib.assignments import NOTEBOOKS
+    out = {}
+    for name in JUDGED:
+        subs = tmp_path_factory.mktemp(name[:2])
+        assignment = Assignment.from_master(SOLUTIONS / f"{name}.ipynb")
+        nbformat.write(solved(name), subs / "honest.ipynb")
+        nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        nb.cells[_last_answer(nb, assignment.functions)].source += "\n\n" + PATCH_CHECKS
+        nbformat.write(nb, subs / "patched_checks.ipynb")
+        results = grade_folder(subs, assignment, timeout=120, jobs=2, progress=False)
+        out[name] = (assignment, {r.file: r for r in results})
+    return out
+
+
+@pytest.mark.parametrize("name", JUDGED)
+def test_honest_full_marks_and_patched_checks_nothing(judged_graded, name):
+    assignment, results = judged_graded[name]
+    honest, patched = results["honest.ipynb"], results["patched_checks.ipynb"]
+    failed = {q: [t for t in ts if not t[2]] for q, ts in honest.tests.items()}
+    assert honest.scores == {q.name: q.points for q in assignment.auto_questions}, (honest.status, failed)
+    assert not honest.flags and not honest.similar, (honest.flags, honest.similar)
+    assert all(t[0] in {p.name for p in _judge(name).probes(__import__("random").Random(0))}
+               for ts in honest.tests.values() for t in ts), "every question is judged outside the sandbox"
+    assert patched.status == "graded" and set(patched.scores.values()) == {0.0}, (patched.scores, patched.tests)

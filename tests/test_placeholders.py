@@ -9,6 +9,8 @@ For each question of each master notebook (`placeholder_sweep` runs them without
 * realistic wrong answers (`WRONG`) fail at least one public test, so the student never reads "Public
   tests passed" for them; answers that call what the notebook forbids fail every test;
 * every failure has a message, and every ``assert`` in a test cell carries one.
+
+For assignments with a judge, the judge's probes (`placeholder_sweep.run_probes`) count as tests too.
 """
 from __future__ import annotations
 
@@ -248,13 +250,25 @@ def test_every_placeholder_fails_every_test(name, question):
     assert not passing, f"{name} {question}: tests pass on placeholder answers: {passing}"
 
 
+def _calls(name: str, test: str, source: str) -> bool:
+    """Whether ``test`` (an Otter test, or "probe <name>" of the judge) may call a function ``source`` defines."""
+    import re
+
+    from metalib.grading.assignment import defined_functions
+
+    if not test.startswith("probe "):
+        return True
+    code = next(p.code for p in ps.judged_probes(name)[0] if f"probe {p.name}" == test)
+    return any(re.search(rf"\b{f}\b", code) for f in defined_functions(source))
+
+
 @pytest.mark.parametrize("name,question", QUESTIONS, ids=[f"{n[:2]}-{q}" for n, q in QUESTIONS])
 def test_wrong_answers_fail_a_public_test(name, question):
     results = _results(name)[question]
     for label, (scope, _) in _wrong(name, question).items():
         outcomes = results[f"variant: wrong: {label}"]
-        if scope == "all":
-            passing = [o.test for o in outcomes if o.passed]
+        if scope == "all":  # a judge's probe that never calls the wrong function may pass
+            passing = [o.test for o in outcomes if o.passed and _calls(name, o.test, _wrong(name, question)[label][1])]
             assert not passing, f"{name} {question}, wrong answer '{label}' passes {passing}"
         else:
             assert any(not o.passed for o in outcomes if not o.hidden), (

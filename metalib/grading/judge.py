@@ -35,7 +35,12 @@ MAX_OUTPUT_BYTES = 64 * 2**20
 
 # assignment (master stem) -> "module:attribute" of its Judge; assignments not listed run Otter's
 # test cells in the student's kernel (see docs/GRADING.md)
-JUDGES = {"06_maml_gradient": "metalib.grading.judges.maml_gradient:JUDGE"}
+JUDGES = {"00_welcome": "metalib.grading.judges.welcome:JUDGE",
+          "01_supervised_meta_learning": "metalib.grading.judges.supervised:JUDGE",
+          "02_black_box": "metalib.grading.judges.black_box:JUDGE",
+          "03_matching_networks": "metalib.grading.judges.matching:JUDGE",
+          "04_prototypical_networks": "metalib.grading.judges.protonet:JUDGE",
+          "06_maml_gradient": "metalib.grading.judges.maml_gradient:JUDGE"}
 
 
 @dataclass(frozen=True)
