@@ -10,11 +10,17 @@ nothing. It computes the solution's output on copies of the arguments (a copied 
 policy or environment) only to learn its shape and dtype, so it neither consumes the caller's random
 numbers nor records anything in the caller's objects, and it never raises (a real placeholder does not
 validate its input). `variant` instead runs source code that redefines some functions.
+
+For an assignment with a judge (`metalib.grading.judge`), each outcome list also holds the judge's
+probes of the question (hidden inputs drawn from a fixed seed), run in the same namespace, their
+outputs round-tripped through ``torch.save``/``torch.load(weights_only=True)`` and judged as the
+grader judges them: placeholders must fail the probes too.
 """
 from __future__ import annotations
 
 import ast
 import copy
+import io
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +30,7 @@ import torch
 from grading_corpus import solved
 from metalib.assignments import SOLUTIONS
 from metalib.grading.assignment import Assignment, Question
+from metalib.grading.judge import compare, expected_value, judge_for
 from metalib.grading.submission import through_last_answer, without_grader_calls
 
 PLACEHOLDERS = ("zeros", "ones", "noise", "constant", "identity", "input", "nothing")
@@ -72,6 +79,10 @@ def namespace(name: str) -> dict:
 
 
 def run_tests(ns: dict, question: Question, ctx: dict | None = None) -> list[Outcome]:
+    return _run_tests(ns, question, ctx)
+
+
+def _run_tests(ns: dict, question: Question, ctx: dict | None = None) -> list[Outcome]:
     """Every test of ``question`` (public and hidden) in ``ns``; restores torch's global state after each.
     ``ctx["test"]`` names the test running (placeholders cache the solution's outputs per test and call)."""
     out = []
@@ -84,6 +95,52 @@ def run_tests(ns: dict, question: Question, ctx: dict | None = None) -> list[Out
             out.append(Outcome(t.name, t.hidden, True, ""))
         except Exception as err:  # noqa: BLE001 - every failure is an outcome
             out.append(Outcome(t.name, t.hidden, False, f"{type(err).__name__}: {err}".strip()))
+        finally:
+            torch.random.set_rng_state(state)
+            torch.set_default_dtype(dtype)
+            torch.set_num_threads(threads)
+    return out
+
+
+@lru_cache(maxsize=None)
+def judged(name: str) -> tuple[list, dict]:
+    """(the judge's probes, each under the question that defines its function; their expected values),
+    hidden inputs drawn from seed 0; ([], {}) for an assignment without a judge."""
+    from metalib.grading.folder import _by_function
+
+    judge = judge_for(name)
+    if judge is None:
+        return [], {}
+    probes, references, dtype = judge.probes(random.Random(0)), judge.references(), torch.get_default_dtype()
+    try:
+        expected = {p.name: expected_value(p, references) for p in probes}
+    finally:
+        torch.set_default_dtype(dtype)
+    return _by_function(probes, assignment(name), references), expected
+
+
+def run_probes(ns: dict, name: str, question: Question, ctx: dict | None = None) -> list[Outcome]:
+    """The judge's probes of ``question`` run in ``ns``, their outputs judged as the grader does."""
+    out = []
+    ctx = {} if ctx is None else ctx
+    probes, expected = judged(name)
+    for p in (p for p in probes if p.question == question.name):
+        ctx.update(test=f"probe {p.name}", calls={})
+        state, dtype, threads = torch.random.get_rng_state(), torch.get_default_dtype(), torch.get_num_threads()
+        try:
+            local = dict(ns)
+            exec(compile(p.code, f"<check {p.name}>", "exec"), local)
+            buffer = io.BytesIO()
+            torch.save(local["result"], buffer)
+            buffer.seek(0)
+            got = torch.load(buffer, weights_only=True)
+            if p.check is not None:
+                p.check(got, expected[p.name])
+            else:
+                compare(got, expected[p.name], name=p.name, atol=p.atol, rtol=p.rtol)
+            out.append(Outcome(f"probe {p.name}", p.hidden, True, ""))
+        except Exception as err:  # noqa: BLE001 - every failure is an outcome
+            out.append(Outcome(f"probe {p.name}", p.hidden, False, f"{type(err).__name__}: {err}".strip()))
         finally:
             torch.random.set_rng_state(state)
             torch.set_default_dtype(dtype)
@@ -202,14 +259,18 @@ def sweep(name: str, question: Question, variants: dict[str, str]) -> dict[str, 
     source variant ("variant: <label>"), each started from the solutions."""
     dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
     try:
-        return _sweep(namespace(name), question, variants)
+        return _sweep(namespace(name), question, variants, name)
     finally:  # the notebook's definitions may set them
         torch.set_default_dtype(dtype)
         torch.set_num_threads(threads)
 
 
-def _sweep(ns: dict, question: Question, variants: dict[str, str]) -> dict[str, list[Outcome]]:
+def _sweep(ns: dict, question: Question, variants: dict[str, str], name: str) -> dict[str, list[Outcome]]:
     originals = {f: ns[f] for f in question.functions}
+
+    def run_tests(ns, question, ctx=None):  # Otter's tests, then the judge's probes
+        return _run_tests(ns, question, ctx) + run_probes(ns, name, question, ctx)
+
     results = {"solution": run_tests(ns, question)}
     ctx, cache = {}, {}
     for kind in PLACEHOLDERS:

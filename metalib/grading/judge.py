@@ -35,7 +35,11 @@ MAX_OUTPUT_BYTES = 64 * 2**20
 
 # assignment (master stem) -> "module:attribute" of its Judge; assignments not listed run Otter's
 # test cells in the student's kernel (see docs/GRADING.md)
-JUDGES = {"06_maml_gradient": "metalib.grading.judges.maml_gradient:JUDGE"}
+JUDGES = {"06_maml_gradient": "metalib.grading.judges.maml_gradient:JUDGE",
+          "05_maml": "metalib.grading.judges.maml:JUDGE",
+          "07_meta_rl_rl2": "metalib.grading.judges.rl2:JUDGE",
+          "08_maml_rl": "metalib.grading.judges.maml_rl:JUDGE",
+          "09_choosing_a_meta_learner": "metalib.grading.judges.choosing:JUDGE"}
 
 
 @dataclass(frozen=True)
