@@ -9,6 +9,9 @@ For each question of each master notebook (`placeholder_sweep` runs them without
 * realistic wrong answers (`WRONG`) fail at least one public test, so the student never reads "Public
   tests passed" for them; answers that call what the notebook forbids fail every test;
 * every failure has a message, and every ``assert`` in a test cell carries one.
+
+For a judged assignment (`metalib.grading.judge`) the judge's probes run alongside Otter's tests
+(`placeholder_sweep.run_probes`) and must meet the same conditions: a placeholder fails every probe.
 """
 from __future__ import annotations
 
@@ -184,6 +187,23 @@ def g_maml_explicit(inner_loss, outer_loss, theta0, alpha, k):
         "knows the probabilities (n * 2/3)": ("public", "def bayes_value_two_arms(n):\n    return 2 * n / 3\n"),
     },
     ("08_maml_rl", "q1"): {},  # filled from the solution below (first order: no create_graph)
+    ("08_maml_rl", "q2"): {
+        "minus the squared distance": ("public", "def stay_at_origin_return():\n    return -100 / 6\n"),
+    },
+    ("09_choosing_a_meta_learner", "q1"): {
+        "W = c, b = -|c|^2 / 2 (half the logits)": ("public", """
+def proto_head(z_support, y_support, n_way):
+    c = pn.prototypes(z_support, y_support, n_way)
+    return c, -(c ** 2).sum(-1) / 2
+"""),
+    },
+    ("09_choosing_a_meta_learner", "q3"): {
+        "one permutation for every task": ("public", """
+def shuffle_labels(task, generator):
+    perm = torch.randperm(int(task.y_support.max()) + 1, generator=generator)
+    return task._replace(y_support=perm[task.y_support], y_query=perm[task.y_query])
+"""),
+    },
 }
 
 
@@ -219,6 +239,35 @@ def _results(name: str) -> dict:
     return out
 
 
+def _probes(outcomes: list) -> list:
+    return [o for o in outcomes if o.test.startswith("probe ")]
+
+
+def _otter(outcomes: list) -> list:
+    return [o for o in outcomes if not o.test.startswith("probe ")]
+
+
+def _exercises(name: str, outcome, src: str) -> bool:
+    """An Otter test, or a probe that calls one of the functions ``src`` defines."""
+    import re
+
+    from metalib.grading.assignment import defined_functions
+
+    if not outcome.test.startswith("probe "):
+        return True
+    code = {p.name: p.code for p in ps.judged(name)[0]}[outcome.test[len("probe "):]]
+    return any(re.search(rf"\b{f}\s*\(", code) for f in defined_functions(src))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_judged_questions_are_swept_through_their_probes(name):
+    """The sweep covers the judge: every judged question has public and hidden probes in its outcomes."""
+    probes, _ = ps.judged(name)
+    for q in {p.question for p in probes}:
+        outcomes = _probes(_results(name)[q]["solution"])
+        assert {o.hidden for o in outcomes} == {False, True}, f"{name} {q}: {[o.test for o in outcomes]}"
+
+
 @pytest.mark.parametrize("name,question", QUESTIONS, ids=[f"{n[:2]}-{q}" for n, q in QUESTIONS])
 def test_solutions_and_other_correct_answers_pass_every_test(name, question):
     results = _results(name)[question]
@@ -241,15 +290,16 @@ def test_every_placeholder_fails_every_test(name, question):
 @pytest.mark.parametrize("name,question", QUESTIONS, ids=[f"{n[:2]}-{q}" for n, q in QUESTIONS])
 def test_wrong_answers_fail_a_public_test(name, question):
     results = _results(name)[question]
-    for label, (scope, _) in _wrong(name, question).items():
+    for label, (scope, src) in _wrong(name, question).items():
         outcomes = results[f"variant: wrong: {label}"]
-        if scope == "all":
-            passing = [o.test for o in outcomes if o.passed]
+        if scope == "all":  # every test; every probe that calls a function the answer redefines
+            passing = [o.test for o in outcomes if o.passed and _exercises(name, o, src)]
             assert not passing, f"{name} {question}, wrong answer '{label}' passes {passing}"
-        else:
-            assert any(not o.passed for o in outcomes if not o.hidden), (
-                f"{name} {question}, wrong answer '{label}' passes every public test: "
-                f"the student would read 'Public tests passed'")
+        else:  # Otter's tests (what grader.check shows) and the judge's probes (what the grader scores), each
+            for group in (o for o in (_otter(outcomes), _probes(outcomes)) if o):
+                assert any(not o.passed for o in group if not o.hidden), (
+                    f"{name} {question}, wrong answer '{label}' passes every public test: "
+                    f"the student would read 'Public tests passed'")
 
 
 @pytest.mark.parametrize("name,question", QUESTIONS, ids=[f"{n[:2]}-{q}" for n, q in QUESTIONS])
