@@ -141,7 +141,7 @@ def make_probes(rng: random.Random) -> list[Probe]:
         Probe("q3", "g_maml_hvp_other_mlp", True, _g("g_maml_hvp", _mlp(rng), (rng.randint(2, 4),))),
         # q4: first order and the relative error
         Probe("q4", "first_order_k2", False, _g("g_first_order", mlp0, (2,)), atol=1e-12, rtol=1e-10),
-        Probe("q4", "relative_error_orthogonal", False, _relative_errors([([1.0, 0.0], [0.0, 1.0])]),
+        Probe("q4", "relative_error_orthogonal", False, _relative_errors([([3.0, 0.0], [0.0, 4.0])]),
               atol=0, rtol=1e-12),
         Probe("q4", "first_order_other_mlp", True, _g("g_first_order", _mlp(rng, alpha=round(rng.uniform(0.05, 0.2), 4)),
                                                       (rng.randint(1, 5),)), atol=1e-12, rtol=1e-10),
