@@ -164,17 +164,19 @@ def _episode_reset_check(got, expected) -> None:
 
 def _rollouts(env: str, policy_seed: int, hidden: int, batch: int, task_seeds: tuple, play_seed: int, rules: tuple,
               greedy: bool = False) -> str:
-    """The rewards of every rule on tasks met one after the other (the library's rollout, chained, in
-    the grader's process)."""
+    """The rewards of every rule on tasks met one after the other, and the inputs the policy saw (the
+    library's rollout, chained, in the grader's process). The inputs matter: an untrained policy
+    often earns the same rewards whatever it sees (it never reaches a goal, or always pulls one arm)."""
     return HEAD + f"""env = {env}
 torch.manual_seed({policy_seed})
-pol = RL2Policy(env.obs_dim, env.n_actions, hidden={hidden})
+pol = Recorder(env.obs_dim, env.n_actions, hidden={hidden})
 tasks = [env.sample_tasks({batch}, torch.Generator().manual_seed(s)) for s in {task_seeds}]
 result = {{}}
 with torch.no_grad():
     for rule in {rules}:
-        result[rule] = plain(play_trials(pol, env, tasks, reset=rule, generator=torch.Generator().manual_seed({play_seed}),
-                                         greedy={greedy}))
+        pol.inputs = []
+        r = play_trials(pol, env, tasks, reset=rule, generator=torch.Generator().manual_seed({play_seed}), greedy={greedy})
+        result[rule] = {{"rewards": plain(r), "inputs": plain(torch.stack(pol.inputs, 1)) if pol.inputs else None}}
 """
 
 
