@@ -195,6 +195,22 @@ def g_maml_explicit(inner_loss, outer_loss, theta0, alpha, k):
                                              "    return {n: params[n] - rates[n] * grads[n].detach() for n in params}\n"),
         "in place": ("public", "def metasgd_step(params, grads, rates):\n"
                                "    for n in params:\n        params[n].sub_(rates[n] * grads[n])\n    return params\n"),
+    ("08_maml_rl", "q2"): {
+        "minus the squared distance": ("public", "def stay_at_origin_return():\n    return -100 / 6\n"),
+    },
+    ("09_choosing_a_meta_learner", "q1"): {
+        "W = c, b = -|c|^2 / 2 (half the logits)": ("public", """
+def proto_head(z_support, y_support, n_way):
+    c = pn.prototypes(z_support, y_support, n_way)
+    return c, -(c ** 2).sum(-1) / 2
+"""),
+    },
+    ("09_choosing_a_meta_learner", "q3"): {
+        "one permutation for every task": ("public", """
+def shuffle_labels(task, generator):
+    perm = torch.randperm(int(task.y_support.max()) + 1, generator=generator)
+    return task._replace(y_support=perm[task.y_support], y_query=perm[task.y_query])
+"""),
     },
 }
 
@@ -231,6 +247,23 @@ def _results(name: str) -> dict:
     return out
 
 
+def _probes(outcomes: list) -> list:
+    return [o for o in outcomes if o.test.startswith("probe ")]
+
+
+def _otter(outcomes: list) -> list:
+    return [o for o in outcomes if not o.test.startswith("probe ")]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_judged_questions_are_swept_through_their_probes(name):
+    """The sweep covers the judge: every judged question has public and hidden probes in its outcomes."""
+    probes, _ = ps.judged_probes(name)
+    for q in {p.question for p in probes}:
+        outcomes = _probes(_results(name)[q]["solution"])
+        assert {o.hidden for o in outcomes} == {False, True}, f"{name} {q}: {[o.test for o in outcomes]}"
+
+
 @pytest.mark.parametrize("name,question", QUESTIONS, ids=[f"{n[:2]}-{q}" for n, q in QUESTIONS])
 def test_solutions_and_other_correct_answers_pass_every_test(name, question):
     results = _results(name)[question]
@@ -265,15 +298,16 @@ def _calls(name: str, test: str, source: str) -> bool:
 @pytest.mark.parametrize("name,question", QUESTIONS, ids=[f"{n[:2]}-{q}" for n, q in QUESTIONS])
 def test_wrong_answers_fail_a_public_test(name, question):
     results = _results(name)[question]
-    for label, (scope, _) in _wrong(name, question).items():
+    for label, (scope, src) in _wrong(name, question).items():
         outcomes = results[f"variant: wrong: {label}"]
         if scope == "all":  # a judge's probe that never calls the wrong function may pass
             passing = [o.test for o in outcomes if o.passed and _calls(name, o.test, _wrong(name, question)[label][1])]
             assert not passing, f"{name} {question}, wrong answer '{label}' passes {passing}"
-        else:
-            assert any(not o.passed for o in outcomes if not o.hidden), (
-                f"{name} {question}, wrong answer '{label}' passes every public test: "
-                f"the student would read 'Public tests passed'")
+        else:  # Otter's tests (what grader.check shows) and the judge's probes (what the grader scores), each
+            for group in (o for o in (_otter(outcomes), _probes(outcomes)) if o):
+                assert any(not o.passed for o in group if not o.hidden), (
+                    f"{name} {question}, wrong answer '{label}' passes every public test: "
+                    f"the student would read 'Public tests passed'")
 
 
 @pytest.mark.parametrize("name,question", QUESTIONS, ids=[f"{n[:2]}-{q}" for n, q in QUESTIONS])

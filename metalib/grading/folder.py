@@ -95,6 +95,8 @@ class Grading:
         # questions the judge checks; any other question (one the judge does not know) runs Otter's tests
         self.judged = {p.question for p in self.probes}
         self.stub = code_cells(stub) if stub is not None else _stub_cells(assignment)
+        # the master's own answers may call the library too (09's proto_head: notebook 04's pn.prototypes)
+        self.solution = code_cells(assignment.master) if Path(assignment.master).is_file() else []
         self.workspace = Path(tempfile.mkdtemp(prefix="metalib-grade-"))
         self.package = self._package()
         self.slots: queue.Queue[int] = queue.Queue()
@@ -125,7 +127,8 @@ class Grading:
             cells = code_cells(path)
         except (NotANotebook, OSError, RecursionError) as err:
             return self._result(path, f"not a notebook ({_clean(err, 200)})", {}, [], [])
-        flags = {q.name: sorted({n for f in q.functions for n in reference_uses(cells, self.stub, f)}) for q in qs}
+        flags = {q.name: sorted({n for f in q.functions for n in reference_uses(cells, self.stub, f)
+                                 if n in reference_uses(cells, self.solution, f)}) for q in qs}
         similar = similar_to_library(cells, self.assignment, self.judge)
         run = through_last_answer(without_grader_calls(cells), self.assignment.functions)
         if not any(s.strip() for s in run):

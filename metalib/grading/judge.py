@@ -40,7 +40,11 @@ JUDGES = {"00_welcome": "metalib.grading.judges.welcome:JUDGE",
           "02_black_box": "metalib.grading.judges.black_box:JUDGE",
           "03_matching_networks": "metalib.grading.judges.matching:JUDGE",
           "04_prototypical_networks": "metalib.grading.judges.protonet:JUDGE",
-          "06_maml_gradient": "metalib.grading.judges.maml_gradient:JUDGE"}
+          "05_maml": "metalib.grading.judges.maml:JUDGE",
+          "06_maml_gradient": "metalib.grading.judges.maml_gradient:JUDGE",
+          "07_meta_rl_rl2": "metalib.grading.judges.rl2:JUDGE",
+          "08_maml_rl": "metalib.grading.judges.maml_rl:JUDGE",
+          "09_choosing_a_meta_learner": "metalib.grading.judges.choosing:JUDGE"}
 
 
 @dataclass(frozen=True)
