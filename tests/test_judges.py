@@ -52,6 +52,7 @@ TAMPERED = {
                       "    return torch.zeros(B, n_way, D, dtype=z_support.dtype), torch.zeros(B, n_way, dtype=z_support.dtype)\n",
         "any_way_rows": "def any_way_rows():\n    return {'everything'}\n",
         "shuffle_labels": "def shuffle_labels(task, generator):\n    return task\n",
+        "metasgd_step": "def metasgd_step(params, grads, rates):\n    return {n: p * 1.0 for n, p in params.items()}\n",
     },
 }
 

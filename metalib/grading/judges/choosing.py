@@ -5,7 +5,9 @@ seeds and orders when grading starts. ``proto_head``'s expected values come from
 `metalib.protomaml.proto_head` in the grader's process (not hidden while grading: the notebook's
 ProtoMAML uses it). ``shuffle_labels`` is random: its outputs come back as tensors and the judge
 checks, outside, that they are one consistent permutation per task, reproducible from the
-generator and different between tasks. Questions the judge does not know run their Otter tests.
+generator and different between tasks. ``metasgd_step`` (q1b) against `metalib.maml.sgd_step`; whether
+it changed its inputs and how its result depends on the rates and gradients are measured in the
+sandbox and judged here. Questions the judge does not know run their Otter tests.
 """
 from __future__ import annotations
 
@@ -163,6 +165,65 @@ def _any_order_check(got, expected) -> None:
         raise AssertionError("another generator seed gave the same labels: draw the permutations from the generator")
 
 
+STEP_HAND = PLAIN + """params = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([3.0])}
+grads = {"w": torch.tensor([0.5, -1.0]), "b": torch.tensor([2.0])}
+rates = {"w": torch.tensor([0.1, 0.2]), "b": torch.tensor([-0.5])}
+new = metasgd_step(params, grads, rates)
+result = {"new": plain(new) if isinstance(new, dict) else None, "params after the call": plain(params)}
+"""
+
+STEP_GRADIENT = PLAIN + """g = torch.tensor([0.5, -1.0, 3.0], requires_grad=True)
+rate = torch.tensor([0.1, 0.2, 0.3], requires_grad=True)
+new = metasgd_step({"w": torch.zeros(3)}, {"w": g}, {"w": rate})
+w = new.get("w") if isinstance(new, dict) else None
+flows = isinstance(w, torch.Tensor) and w.requires_grad
+d = torch.autograd.grad(w.sum(), [rate, g], allow_unused=True) if flows else (None, None)
+result = {"flows": flows, "d/d rate": plain(d[0]), "d/d gradient": plain(d[1])}
+"""
+
+
+def _step_random(seed: int, shapes: dict) -> str:
+    return PLAIN + f"""gen = torch.Generator().manual_seed({seed})
+shapes = {shapes!r}
+draw = lambda s: torch.randn(s, generator=gen, dtype=torch.float64)
+params, grads, rates = ({{n: draw(s) for n, s in shapes.items()}} for _ in range(3))
+new = metasgd_step(params, grads, rates)
+result = plain(new) if isinstance(new, dict) else None
+"""
+
+
+def _step_keys_and_values(got, expected) -> None:
+    import torch
+
+    if not isinstance(got, dict):
+        raise AssertionError("metasgd_step should return a dict: parameter name -> new tensor")
+    if set(got) != set(expected):
+        raise AssertionError(f"keys {sorted(got)}, expected {sorted(expected)}: one entry per parameter")
+    for n, e in expected.items():
+        if type(got[n]) is torch.Tensor and got[n].dtype != e.dtype:
+            raise AssertionError(f"{n}: keep the parameters' dtype ({e.dtype}), got {got[n].dtype}")
+        compare(got[n], e, name=f"{n} = θ − α ⊙ g (one rate per element)", atol=1e-12, rtol=1e-10)
+
+
+def _step_hand(got, expected) -> None:
+    if not isinstance(got, dict) or got.get("new") is None:
+        raise AssertionError("metasgd_step should return a dict: parameter name -> new tensor")
+    _step_keys_and_values(got["new"], expected["new"])
+    compare(got["params after the call"], expected["params after the call"],
+            name="params after the call (metasgd_step must not change its inputs)", atol=0, rtol=0)
+
+
+def _step_flows(got, expected) -> None:
+    if not isinstance(got, dict) or set(got) != set(expected):
+        raise AssertionError("the measurement did not come back")
+    if got["flows"] is not True:
+        raise AssertionError("the new parameters must depend on the rates: tensor operations, no .detach()")
+    for key, should in (("d/d rate", "−g"), ("d/d gradient", "−α")):
+        if got[key] is None:
+            raise AssertionError(f"the result must depend on the rates and on the gradients ({key} is missing)")
+        compare(got[key], expected[key], name=f"{key} of θ − α ⊙ g (should be {should})", atol=1e-6, rtol=1e-6)
+
+
 def make_probes(rng: random.Random) -> list[Probe]:
     def seed():
         return rng.randrange(10**6)
@@ -179,6 +240,14 @@ def make_probes(rng: random.Random) -> list[Probe]:
               atol=1e-4, rtol=1e-4),
         Probe("q1", "proto_head_passes_gradients_to_the_embeddings", True,
               _gradient(seed(), rng.randint(1, 4), N + rng.randint(1, 8), N, rng.randint(3, 10)), check=_flows),
+        # q1b: Meta-SGD's inner step
+        Probe("q1b", "metasgd_step_hand_computed_and_inputs_unchanged", False, STEP_HAND, check=_step_hand),
+        Probe("q1b", "metasgd_step_is_differentiable_in_rates_and_gradients", False, STEP_GRADIENT, check=_step_flows),
+        Probe("q1b", "metasgd_step_many_tensors_float64", True,
+              _step_random(seed(), {f"layers.{2 * i}.{kind}": ((rng.randint(2, 9), rng.randint(1, 9)) if kind == "weight"
+                                                               else (rng.randint(2, 9),))
+                                    for i in range(rng.randint(2, 4)) for kind in ("weight", "bias")}),
+              check=_step_keys_and_values),
         # q2: which rows answer a 20-way task (a prediction)
         Probe("q2", "any_way_is_a_set_of_row_names", False, choice_probe("any_way_rows"), check=is_choice(ROWS, "row names")),
         Probe("q2", "any_way_is_right", True, choice_probe("any_way_rows"), check=right_choice(
@@ -195,7 +264,7 @@ def make_probes(rng: random.Random) -> list[Probe]:
 def references() -> dict:
     import torch
 
-    from ... import protomaml
+    from ... import maml, protomaml
 
     def shuffle_labels(task, generator):  # one permutation per task, applied to support and query
         perms = torch.stack([torch.randperm(int(task.y_support.max()) + 1, generator=generator)
@@ -204,7 +273,7 @@ def references() -> dict:
         return task._replace(y_support=perms[rows, task.y_support], y_query=perms[rows, task.y_query])
 
     return {"proto_head": protomaml.proto_head, "any_way_rows": lambda: {"finetune", "matching", "protonet", "protomaml"},
-            "shuffle_labels": shuffle_labels}
+            "shuffle_labels": shuffle_labels, "metasgd_step": maml.sgd_step}
 
 
 JUDGE = Judge("09_choosing_a_meta_learner", make_probes, references)
