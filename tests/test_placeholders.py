@@ -195,6 +195,7 @@ def g_maml_explicit(inner_loss, outer_loss, theta0, alpha, k):
                                              "    return {n: params[n] - rates[n] * grads[n].detach() for n in params}\n"),
         "in place": ("public", "def metasgd_step(params, grads, rates):\n"
                                "    for n in params:\n        params[n].sub_(rates[n] * grads[n])\n    return params\n"),
+    },
     ("08_maml_rl", "q2"): {
         "minus the squared distance": ("public", "def stay_at_origin_return():\n    return -100 / 6\n"),
     },
