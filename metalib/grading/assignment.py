@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from metalib.grading import pyast
+
 __all__ = ["TestCode", "Question", "Assignment", "defined_functions", "test_config"]
 
 CONFIG_RE = re.compile(r'^\s*"""\s*# BEGIN TEST CONFIG\n(.*?)"""\s*# END TEST CONFIG\n?', re.S)
@@ -101,7 +103,7 @@ def _test_code(source: str, index: int) -> TestCode:
 def defined_functions(source: str) -> list[str]:
     """Top-level ``def`` names in a code cell (a regex fallback when the cell does not parse)."""
     try:
-        tree = ast.parse(source)
+        tree = pyast.parse(source)
     except SyntaxError:
         return re.findall(r"^def (\w+)\s*\(", source, re.M)
     return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]

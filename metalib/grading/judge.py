@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from metalib.grading import pyast
+
 __all__ = ["Probe", "Judge", "judge_for", "expected_value", "compare", "load_output", "stub_source",
            "NOT_AVAILABLE", "JUDGES"]
 
@@ -141,7 +143,7 @@ def compare(got: Any, expected: Any, *, name: str = "result", atol: float = 1e-1
 
 def stub_source(source: str, names: tuple[str, ...], module: str) -> str:
     """``source`` with the bodies of the top-level functions ``names`` replaced by a raise."""
-    tree = ast.parse(source)
+    tree = pyast.parse(source)
     lines = source.splitlines(keepends=True)
     found = set()
     for node in sorted((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))

@@ -17,6 +17,8 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable
 
+from metalib.grading import pyast
+
 __all__ = ["metalib_aliases", "function_uses", "reference_uses", "similar_to_library", "SIMILARITY"]
 
 ALLOWED = {"checks"}
@@ -39,7 +41,7 @@ def _trees(sources: Iterable[str]) -> list[ast.Module]:
     for src in sources:
         for text in (src, _python(src)):
             try:
-                trees.append(ast.parse(text))
+                trees.append(pyast.parse(text))
                 break
             except (SyntaxError, ValueError):
                 continue
@@ -121,7 +123,7 @@ class _Normalise(ast.NodeTransformer):
 
 
 def _shape(fn: ast.FunctionDef) -> list[str]:
-    tree = _Normalise().visit(ast.parse(ast.unparse(fn)).body[0])
+    tree = _Normalise().visit(pyast.parse(ast.unparse(fn)).body[0])
     return [type(n).__name__ + (f".{n.attr}" if isinstance(n, ast.Attribute) else "") for n in ast.walk(tree)]
 
 
