@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 # Set TORCH to pin the torch build installed first (CI: TORCH=torch==2.13.0, the local CPU wheel).
 TORCH ?=
 LAB_ARGS ?=
+# `make test` runs pytest in this many processes (pytest-xdist), one test file per process at a time.
+TEST_JOBS ?= 2
 # JupyterLab refuses to start as root (containers, CI) unless told it is fine.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
@@ -19,7 +21,7 @@ lab: setup data
 	$(LAB_CONFIG) $(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 test: setup
-	$(BIN)/python -m pytest --nbval-lax -m "not slow"
+	$(BIN)/python -m pytest --nbval-lax -m "not slow" -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 setup: $(VENV)/.installed
 

@@ -9,7 +9,7 @@ Trains (``--retrain NAME ...``) or loads the shipped checkpoints ``data/checkpoi
   K = 5 and K = 10 support points, MAML against the network pre-trained jointly on all tasks (the
   MAML paper's Fig. 2 comparison; both adapt with the same α).
 
-Run: ``python benchmarks/maml_accuracy.py [--retrain NAME ...] [--episodes 600] [--out FILE]``
+Run: ``python benchmarks/maml_accuracy.py [--retrain NAME ... | --models NAME ...] [--episodes 600] [--out FILE]``
 """
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ def fmt(score, pct: bool) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--retrain", nargs="*", default=None, help="train these experiments again (none named: all)")
+    ap.add_argument("--models", nargs="+", default=None, metavar="NAME",
+                    help="evaluate only these shipped checkpoints (default: every experiment, or those retrained)")
     ap.add_argument("--episodes", type=int, default=600, help="test tasks per model")
     ap.add_argument("--out", default=None, help="also write the tables (markdown) to this file")
     ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
@@ -68,6 +70,13 @@ def main() -> int:
         if unknown:
             ap.error(f"unknown experiments {unknown}; choose from {names}")
         names = args.retrain or names
+    if args.models is not None:
+        unknown = sorted(set(args.models) - set(EXPERIMENTS))
+        if unknown:
+            ap.error(f"unknown experiments {unknown}; choose from {list(EXPERIMENTS)}")
+        if args.retrain is not None:
+            ap.error("--models chooses what to evaluate without training; --retrain evaluates what it trains")
+        names = args.models
     needs_omniglot = any(EXPERIMENTS[n].dataset == "omniglot" for n in names)
     data = metalib.load_omniglot() if needs_omniglot else None
     for name in names if args.retrain is not None else []:
