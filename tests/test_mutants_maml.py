@@ -102,6 +102,20 @@ def test_reptile_defaults_to_the_loop_strategy_and_its_gradient_is_theta_minus_p
     torch.testing.assert_close(loss.detach(), ((x @ phi - y) ** 2).mean())
 
 
+def test_reptile_logs_the_query_loss_of_vector_targets():
+    """Targets of shape (T, M, d): the logged loss is the mean squared error over every task, point and
+    output at the adapted φ_b (flattening the targets to (T·M·d,) instead of (T·M, d) is a bug)."""
+    gen = torch.Generator().manual_seed(0)
+    T, n, D, d, alpha = 2, 4, 2, 3, 0.1
+    x = torch.randn(T, n, D, generator=gen, dtype=torch.float64)
+    y = torch.randn(T, n, d, generator=gen, dtype=torch.float64)
+    w = torch.randn(D, d, generator=gen, dtype=torch.float64, requires_grad=True)
+    loss, outputs = reptile_loss(_linear, {"w": w}, Task(x, y, x, y), inner_lr=alpha, steps=1, loss_fn=F.mse_loss)
+    phis = [w.detach() - alpha * 2 / (n * d) * x[b].T @ (x[b] @ w.detach() - y[b]) for b in range(T)]
+    torch.testing.assert_close(outputs, torch.stack([x[b] @ phis[b] for b in range(T)]))
+    torch.testing.assert_close(loss.detach(), torch.stack([((x[b] @ phis[b] - y[b]) ** 2).mean() for b in range(T)]).mean())
+
+
 def _batched_linear(params, x):
     """The linear model for T tasks at once: w (T, D), x (T, n, D) -> (T, n)."""
     return torch.einsum("tnd,td->tn", x, params["w"])
