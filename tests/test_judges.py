@@ -4,7 +4,10 @@ Each notebook is graded by the real sandboxed grader (`grade_folder`): the maste
 marks, the blank student notebook zero, and a submission whose answers are wrong but of the right kind
 (zeros of the right shape, the parameters unchanged, the task unchanged, a wrong choice), which
 patches `metalib.checks`, ``math.isclose``, ``torch.allclose``/``torch.equal`` and ``json.dump`` in its
-kernel, gets zero too: the comparison happens in the grader's process. (The placeholder answers run
+kernel, gets zero too: the comparison happens in the grader's process. Some of its answers call the
+library's reference through ``importlib`` or ``sys.modules`` (the notebooks' own experiments need those
+references, so they are guarded, not hidden: `metalib.grading.guard`); they raise while the probes run,
+and the grader flags them. (The placeholder answers run
 through the same probes without a kernel in tests/test_placeholders.py; the alternatives of
 tests/alternatives/ through the grader in tests/test_alternatives.py.)
 """
@@ -23,18 +26,23 @@ from metalib.grading.judge import judge_for
 
 PATCH = CHECK_TAMPERING["patch_json_and_checks"] + "torch.equal = lambda *a, **k: True\n"
 
-# answers of the right kind that do none of the work
+# answers of the right kind that do none of the work, or that call the library's reference by a route the
+# static check cannot see (importlib, sys.modules, a name bound outside the answer): ROUTED, guarded while grading
+ROUTED = {"05_maml": {"adapt"}, "07_meta_rl_rl2": {"bayes_value_two_arms"}, "08_maml_rl": {"inner_step"},
+          "09_choosing_a_meta_learner": {"proto_head", "metasgd_step"}}
 TAMPERED = {
     "05_maml": {
-        "adapt": "def adapt(fmodel, params, x, y, alpha, steps, loss_fn):\n"
-                 "    return {n: p * 1.0 for n, p in params.items()}\n",
+        "adapt": "def adapt(fmodel, params, x, y, alpha, steps, loss_fn):\n    import importlib\n"
+                 "    lib = importlib.import_module('metalib.maml')\n"
+                 "    return lib.adapt(fmodel, params, x, y, inner_lr=alpha, steps=steps, loss_fn=loss_fn)\n",
         "adapt_first_order": "def adapt_first_order(fmodel, params, x, y, alpha, steps, loss_fn):\n"
                              "    return {n: p * 1.0 for n, p in params.items()}\n",
         "joint_predictor": "def joint_predictor():\n    return {'e'}\n",
         "largest_stable_alpha": "def largest_stable_alpha(lam):\n    return 1.0\n",
     },
     "07_meta_rl_rl2": {
-        "bayes_value_two_arms": "def bayes_value_two_arms(n):\n    return n / 2\n",
+        "bayes_value_two_arms": "def bayes_value_two_arms(n):\n    import importlib\n"
+                                "    return importlib.import_module('metalib.rl.baselines').bayes_optimal_value(2, n)\n",
         "count_states": "def count_states(n):\n    return 1\n",
         "play_trials": "def play_trials(policy, env, task_batches, reset='task', generator=None, greedy=False):\n"
                        "    return torch.zeros(task_batches[0].shape[0], len(task_batches) * env.n_episodes * env.episode_len)\n",
@@ -42,17 +50,18 @@ TAMPERED = {
     },
     "08_maml_rl": {
         "stay_at_origin_return": "def stay_at_origin_return():\n    return 0.0\n",
-        "inner_step": "def inner_step(policy, params, traj, lr, gamma=0.99):\n"
-                      "    return {n: p.expand(traj.obs.shape[0], *p.shape) * 1.0 for n, p in params.items()}\n",
+        "inner_step": "def inner_step(policy, params, traj, lr, gamma=0.99):\n    import importlib, sys\n"
+                      "    importlib.import_module('metalib.rl.maml_rl')\n    m = sys.modules['metalib.rl.maml_rl']\n"
+                      "    return m.adapt(policy, params, traj, m.advantages(traj, gamma, 'linear', normalize=False), lr)\n",
         "adaptation_predictions": "def adaptation_predictions():\n    return {'e'}\n",
     },
     "09_choosing_a_meta_learner": {
-        "proto_head": "def proto_head(z_support, y_support, n_way):\n"
-                      "    B, D = z_support.shape[0], z_support.shape[-1]\n"
-                      "    return torch.zeros(B, n_way, D, dtype=z_support.dtype), torch.zeros(B, n_way, dtype=z_support.dtype)\n",
+        "proto_head": "def proto_head(z_support, y_support, n_way):\n    import importlib\n"
+                      "    return importlib.import_module('metalib.protomaml').proto_head(z_support, y_support, n_way)\n",
         "any_way_rows": "def any_way_rows():\n    return {'everything'}\n",
         "shuffle_labels": "def shuffle_labels(task, generator):\n    return task\n",
-        "metasgd_step": "def metasgd_step(params, grads, rates):\n    return {n: p * 1.0 for n, p in params.items()}\n",
+        "metasgd_step": "import sys\nfrom metalib import maml as _m\n_step = sys.modules['metalib.maml'].__dict__['sgd_step']\n\n"
+                        "def metasgd_step(params, grads, rates):\n    return _step(params, grads, rates)\n",
     },
 }
 
@@ -99,10 +108,16 @@ def test_honest_blank_and_tampered_submissions(name, tmp_path):
                                                  progress=False)}
     full = {q.name: q.points for q in assignment.auto_questions}
     zero = {q: 0.0 for q in full}
+    routed = {q.name for q in assignment.auto_questions if set(q.functions) & ROUTED[name]}
     for file, want in {"honest.ipynb": full, "blank.ipynb": zero, "tampered.ipynb": zero}.items():
         r = results[file]
         failed = {q: [t[:1] + t[3:] for t in ts if not t[2]] for q, ts in r.tests.items() if any(not t[2] for t in ts)}
-        assert r.status == "graded" and r.scores == want and not r.flags, (file, r.status, r.scores, failed, r.flags)
+        assert r.status == "graded" and r.scores == want, (file, r.status, r.scores, failed, r.flags)
+        if file == "tampered.ipynb":  # the reference, reached by a route the static check misses, raised
+            assert set(r.flags) == routed and all("(not available while grading)" in " ".join(r.flags[q])
+                                                  for q in routed), r.flags
+        else:
+            assert not r.flags, (file, r.flags)
     tampered = results["tampered.ipynb"].tests
     passed = [t[0] for q in {p.question for p in _probes(name, 0)} for t in tampered[q] if t[2]]
     assert not passed, f"probes passed on answers that do no work, with the checks patched: {passed}"

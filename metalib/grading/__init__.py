@@ -4,7 +4,8 @@ See `folder.grade_folder` (the command ``python -m metalib grade``), `sandbox` (
 each submission), `runner` (one submission in a fresh kernel, inside the sandbox), `judge` (checks
 computed and compared outside the student's process; `judges/` per assignment), `submission`
 (reading careless notebooks), `assignment` (questions and tests read from the master),
-`references` (answers that call or copy metalib instead of solving) and `report`.
+`references` (answers that call or copy metalib instead of solving), `guard` (references a notebook
+runs itself, raising once the probes run) and `report`.
 See docs/GRADING.md for what the sandbox guarantees.
 """
 from .assignment import Assignment, Question, TestCode

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from . import sandbox
 from .assignment import Assignment
+from .guard import guard_source
 from .judge import NOT_AVAILABLE, compare, expected_value, judge_for, load_output, stub_source
 from .references import reference_uses, similar_to_library
 from .report import write_reports
@@ -107,7 +108,8 @@ class Grading:
         shutil.rmtree(self.workspace, ignore_errors=True)
 
     def _package(self) -> Path:
-        """A copy of metalib without bytecode, in which the judge's reference answers raise."""
+        """A copy of metalib without bytecode, in which the judge's reference answers raise (the guarded
+        ones only while the probes run)."""
         import metalib
 
         src = Path(metalib.__file__).resolve().parent
@@ -116,6 +118,9 @@ class Grading:
         for module, names in (self.judge.unavailable if self.judge else {}).items():
             path = dest.joinpath(*module.split(".")[1:]).with_suffix(".py")
             path.write_text(stub_source(path.read_text(), names, module))
+        for module, names in (self.judge.guarded if self.judge else {}).items():
+            path = dest.joinpath(*module.split(".")[1:]).with_suffix(".py")
+            path.write_text(guard_source(path.read_text(), names, module))
         for p in [dest.parent, *dest.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         return dest

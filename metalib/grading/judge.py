@@ -15,11 +15,11 @@ transformers, tensor subclasses) reaches the comparison, and the hidden probes' 
 grading starts (`Judge.probes(rng)`), so no table of outputs can anticipate them. A probe may also
 return a measurement (the largest tensor a call created); its ``check`` decides outside the sandbox.
 While grading, the library functions listed in ``Judge.unavailable`` raise "not available while
-grading" in the sandbox (`stub_source`), however they are reached.
+grading" in the sandbox (`stub_source`), however they are reached; those in ``Judge.guarded`` (references
+the notebook's own experiments use) raise so only while the probes run (`guard.guard_source`).
 """
 from __future__ import annotations
 
-import ast
 import importlib
 import math
 import random
@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from metalib.grading import pyast
+from metalib.grading.guard import MESSAGE, rewrite_functions
 
 __all__ = ["Probe", "Judge", "judge_for", "expected_value", "compare", "load_output", "stub_source",
            "NOT_AVAILABLE", "JUDGES"]
 
-NOT_AVAILABLE = "is not available while grading: write your own implementation"
+NOT_AVAILABLE = MESSAGE   # what a hidden or guarded reference raises while grading
 MAX_OUTPUT_BYTES = 64 * 2**20
 
 # assignment (master stem) -> "module:attribute" of its Judge; assignments not listed run Otter's
@@ -66,6 +66,8 @@ class Judge:
     make_probes: Callable[[random.Random], list[Probe]]  # hidden inputs drawn from the generator
     references: Callable[[], dict[str, Callable]]        # answer name -> trusted implementation
     unavailable: dict[str, tuple[str, ...]] = field(default_factory=dict)  # module -> reference names
+    # references the notebook itself calls: they work while it runs and raise while the probes run
+    guarded: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def probes(self, rng: random.Random) -> list[Probe]:
         probes = self.make_probes(rng)
@@ -143,20 +145,9 @@ def compare(got: Any, expected: Any, *, name: str = "result", atol: float = 1e-1
 
 def stub_source(source: str, names: tuple[str, ...], module: str) -> str:
     """``source`` with the bodies of the top-level functions ``names`` replaced by a raise."""
-    tree = pyast.parse(source)
-    lines = source.splitlines(keepends=True)
-    found = set()
-    for node in sorted((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                        and n.name in names), key=lambda n: n.lineno, reverse=True):
-        found.add(node.name)
+    def edit(node, lines):
         first = node.body[0]
-        if first.lineno == node.lineno:
-            raise ValueError(f"{module}.{node.name}: a one-line function cannot be hidden; give it a body")
-        indent = " " * first.col_offset
         message = f"{module}.{node.name} {NOT_AVAILABLE}"
-        stub = f"{indent}raise NotImplementedError({message!r})\n"
-        lines[first.lineno - 1:node.end_lineno] = [stub]
-    missing = set(names) - found
-    if missing:
-        raise ValueError(f"{module} defines no top-level function(s) {sorted(missing)} to hide while grading")
-    return "".join(lines)
+        lines[first.lineno - 1:node.end_lineno] = [f"{' ' * first.col_offset}raise NotImplementedError({message!r})\n"]
+
+    return rewrite_functions(source, names, module, "hidden", edit)

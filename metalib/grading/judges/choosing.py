@@ -2,8 +2,8 @@
 
 Public probes use the public tests' inputs; hidden ones draw their embeddings, class counts, ways,
 seeds and orders when grading starts. ``proto_head``'s expected values come from
-`metalib.protomaml.proto_head` in the grader's process (not hidden while grading: the notebook's
-ProtoMAML uses it). ``shuffle_labels`` is random: its outputs come back as tensors and the judge
+`metalib.protomaml.proto_head` in the grader's process (guarded, not hidden: the notebook's
+ProtoMAML uses it, so it raises only while the probes run, like ``maml.sgd_step``). ``shuffle_labels`` is random: its outputs come back as tensors and the judge
 checks, outside, that they are one consistent permutation per task, reproducible from the
 generator and different between tasks. ``metasgd_step`` (q1b) against `metalib.maml.sgd_step`; whether
 it changed its inputs and how its result depends on the rates and gradients are measured in the
@@ -276,4 +276,5 @@ def references() -> dict:
             "shuffle_labels": shuffle_labels, "metasgd_step": maml.sgd_step}
 
 
-JUDGE = Judge("09_choosing_a_meta_learner", make_probes, references)
+JUDGE = Judge("09_choosing_a_meta_learner", make_probes, references,
+              guarded={"metalib.protomaml": ("proto_head",), "metalib.maml": ("sgd_step",)})

@@ -2,8 +2,8 @@
 
 Public probes use the public tests' inputs; hidden ones draw their networks, data, step sizes and
 numbers of steps when grading starts. Expected values come from `metalib.maml.adapt` in the grader's
-process. Nothing is hidden while grading: the notebook's own experiments train with `metalib.maml`
-(the static check of `references.py` still flags answers that call it).
+process. The notebook's own experiments train with `metalib.maml`, so ``adapt`` and ``sgd_step`` are
+guarded, not hidden: they raise only while the probes run (`guard`), whatever route reaches them.
 """
 from __future__ import annotations
 
@@ -184,4 +184,4 @@ def references() -> dict:
             "joint_predictor": lambda: {"b"}, "largest_stable_alpha": largest_stable_alpha}
 
 
-JUDGE = Judge("05_maml", make_probes, references)
+JUDGE = Judge("05_maml", make_probes, references, guarded={"metalib.maml": ("adapt", "sgd_step")})

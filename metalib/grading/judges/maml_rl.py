@@ -3,7 +3,8 @@
 Public probes use the public tests' inputs; hidden ones draw their policies, tasks, numbers of
 trajectories, step sizes and discounts when grading starts. Expected values come from
 `metalib.rl.maml_rl` (``adapt`` with the linear baseline's advantages) in the grader's process.
-Nothing is hidden while grading: the notebook trains with it. Gradients through the student's
+The notebook trains with it, so ``adapt`` is guarded, not hidden:
+it raises only while the probes run (`guard`; ``advantages`` stays: the probes use it). Gradients through the student's
 inner step are taken in the sandbox and come back as tensors.
 """
 from __future__ import annotations
@@ -140,4 +141,4 @@ def references() -> dict:
             "adaptation_predictions": lambda: {"b", "d"}}
 
 
-JUDGE = Judge("08_maml_rl", make_probes, references)
+JUDGE = Judge("08_maml_rl", make_probes, references, guarded={"metalib.rl.maml_rl": ("adapt",)})

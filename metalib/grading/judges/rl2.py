@@ -2,8 +2,8 @@
 
 Public probes use the public tests' inputs; hidden ones draw their bandits, grids, seeds, sizes and
 numbers of tasks when grading starts. Expected values come from `metalib.rl.baselines` and
-`metalib.rl.rl2.rollout` in the grader's process. Nothing is hidden while grading: the notebook's own
-experiments use both (the static check of `references.py` still flags answers that call them).
+`metalib.rl.rl2.rollout` in the grader's process. The notebook's own
+experiments use both, so they are guarded, not hidden: they raise only while the probes run (`guard`).
 A policy that counts its steps (its hidden state) or records its inputs runs in the sandbox; what it
 saw comes back as plain data.
 """
@@ -245,4 +245,5 @@ def references() -> dict:
             "play_trials": play_trials, "best_first_episode_rules": lambda: {"task", "episode"}}
 
 
-JUDGE = Judge("07_meta_rl_rl2", make_probes, references)
+JUDGE = Judge("07_meta_rl_rl2", make_probes, references,
+              guarded={"metalib.rl.rl2": ("rollout",), "metalib.rl.baselines": ("bayes_optimal_value",)})
