@@ -261,6 +261,18 @@ for _m in ("metalib.grading.judge", "metalib.grading.judges.common"):
 """
 
 
+# answers that reach a reference the notebook itself uses (guarded, metalib/grading/guard.py) by a route
+# the static check cannot see: they raise while the probes run, and are flagged
+ROUTED = {
+    "02_black_box": ("build_sequence", "def build_sequence(z_support, y_support, z_query, n_way, generator=None):\n"
+                     "    import importlib\n    lib = importlib.import_module('metalib.blackbox')\n"
+                     "    return lib.build_sequence(z_support, y_support, z_query, n_way, generator)\n"),
+    "04_prototypical_networks": ("prototypes", "def prototypes(z_support, y_support, n_way):\n    import sys, importlib\n"
+                                 "    importlib.import_module('metalib.protonet')\n"
+                                 "    return sys.modules['metalib.protonet'].prototypes(z_support, y_support, n_way)\n"),
+}
+
+
 def _judge(name: str):
     from metalib.grading.judge import judge_for
     return judge_for(name)
@@ -301,6 +313,10 @@ def judged_graded(tmp_path_factory):
         nbformat.write(solved(name), subs / "honest.ipynb")
         nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         nb.cells[_last_answer(nb, assignment.functions)].source += "\n\n" + PATCH_CHECKS
+        if name in ROUTED:
+            from grading_corpus import answer_index
+            fn, src = ROUTED[name]
+            nb.cells[answer_index(nb, fn)].source = src
         nbformat.write(nb, subs / "patched_checks.ipynb")
         results = grade_folder(subs, assignment, timeout=120, jobs=2, progress=False)
         out[name] = (assignment, {r.file: r for r in results})
@@ -317,3 +333,6 @@ def test_honest_full_marks_and_patched_checks_nothing(judged_graded, name):
     assert all(t[0] in {p.name for p in _judge(name).probes(__import__("random").Random(0))}
                for ts in honest.tests.values() for t in ts), "every question is judged outside the sandbox"
     assert patched.status == "graded" and set(patched.scores.values()) == {0.0}, (patched.scores, patched.tests)
+    routed = {q.name for q in assignment.auto_questions if name in ROUTED and ROUTED[name][0] in q.functions}
+    assert set(patched.flags) == routed and all("(not available while grading)" in " ".join(patched.flags[q])
+                                                for q in routed), patched.flags

@@ -3,7 +3,8 @@ predictions), checked outside the student's process.
 
 The public probes use the public tests' inputs; the hidden ones draw theirs (sizes, seeds) when
 grading starts. Expected values come from `metalib.blackbox` in the grader's process (the notebook
-itself trains and evaluates with it, so it stays available while grading). Shuffles have many right
+itself trains and evaluates with it, so ``build_sequence`` and ``query_loss`` are guarded, not hidden:
+they raise only while the probes run, `guard`). Shuffles have many right
 answers: the judge checks the returned sequences themselves (labels stay with their rows, every order
 about equally likely, reproducible from the generator); gradients are taken in the sandbox.
 """
@@ -250,4 +251,5 @@ def references() -> dict:
             "plateau_loss": lambda n: math.log(n), "sure_to_improve": lambda: {"prototype"}}
 
 
-JUDGE = Judge("02_black_box", make_probes, references)
+JUDGE = Judge("02_black_box", make_probes, references,
+              guarded={"metalib.blackbox": ("build_sequence", "query_loss")})

@@ -3,7 +3,8 @@ outside the student's process.
 
 The public probes use the public tests' inputs; the hidden ones draw theirs (sizes, dtypes, labels,
 seeds, K and r, N) when grading starts. Expected values come from `metalib.protonet` in the
-grader's process (the notebook's ProtoNet uses it, so it stays available while grading); gradients
+grader's process (the notebook's ProtoNet uses it, so ``prototypes`` and ``similarity_logits`` are
+guarded, not hidden: they raise only while the probes run, `guard`); gradients
 are taken in the sandbox and compared outside.
 """
 from __future__ import annotations
@@ -123,4 +124,5 @@ def references() -> dict:
             "excess_sq_distance": lambda k, r: k * r ** 2, "p_true_at_zero_scale": lambda n: 1 / n}
 
 
-JUDGE = Judge("04_prototypical_networks", make_probes, references)
+JUDGE = Judge("04_prototypical_networks", make_probes, references,
+              guarded={"metalib.protonet": ("prototypes", "similarity_logits")})
