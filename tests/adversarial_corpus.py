@@ -132,6 +132,7 @@ def adversarial_06(dest: Path, paths: dict) -> dict[str, dict]:
     sols = _solution_sources(NAME)
     cases: dict[str, tuple] = {}
     cases["honest"] = (solved(NAME), {"score": FULL})
+    cases["blank"] = (_blank(), {"score": ZERO})   # the plain student notebook: every single test must fail
     cases["read_answers"] = (_append(_blank(), _read_answers(paths)), {"score": ZERO})
     for name, code in CHECK_TAMPERING.items():
         cases[name] = (_append(_blank(), code), {"score": ZERO})

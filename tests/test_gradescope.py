@@ -57,7 +57,8 @@ def test_gradescope_zip_installs_itself_and_grades_full_marks_and_zero(tmp_path)
 
     env = {**os.environ, "METALIB_AG_ROOT": str(root), "METALIB_AG_TORCH_INDEX": "",  # torch from the local index
            "METALIB_AG_PYTHON": getattr(sys, "_base_executable", sys.executable),
-           "METALIB_CACHE": str(cache_path().parent)}  # the decoded Omniglot the suite already made
+           "METALIB_CACHE": str(cache_path().parent),  # the decoded Omniglot the suite already made
+           "PIP_COMPILE": "0"}  # no bytecode compiled for torch and the rest: 113 s instead of 141 s
     env.pop("PYTHONPATH", None)
     setup = subprocess.run(["bash", str(root / "source" / "setup.sh")], env=env, capture_output=True, text=True,
                            timeout=900)

@@ -181,6 +181,16 @@ def test_each_attack_is_graded_as_an_honest_grader_would(attacked):
     assert not wrong, json.dumps(wrong, indent=1)
 
 
+def _passing(result) -> list[str]:
+    assert result.status == "graded" and result.tests, (result.status, result.tests)
+    return [t[0] for ts in result.tests.values() for t in ts if t[2]]
+
+
+def test_every_single_test_fails_on_the_blank_06(attacked):
+    """Each test case, public or hidden, fails on the blank student notebook (one that passes checks nothing)."""
+    assert not _passing(attacked[-1]["blank.ipynb"]), "these tests pass on the blank student notebook"
+
+
 def test_nothing_outside_the_output_folder_changes(attacked):
     _, before, subs, out, _ = attacked
     assert _tree_hash(subs) == before["subs"]
@@ -311,6 +321,8 @@ def judged_graded(tmp_path_factory):
         subs = tmp_path_factory.mktemp(name[:2])
         assignment = Assignment.from_master(SOLUTIONS / f"{name}.ipynb")
         nbformat.write(solved(name), subs / "honest.ipynb")
+        if name != "00_welcome":  # 00's blank is graded with the broken corpus (tests/test_grading.py)
+            nbformat.write(nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4), subs / "blank.ipynb")
         nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         nb.cells[_last_answer(nb, assignment.functions)].source += "\n\n" + PATCH_CHECKS
         if name in ROUTED:
@@ -321,6 +333,12 @@ def judged_graded(tmp_path_factory):
         results = grade_folder(subs, assignment, timeout=120, jobs=2, progress=False)
         out[name] = (assignment, {r.file: r for r in results})
     return out
+
+
+@pytest.mark.parametrize("name", JUDGED[1:])
+def test_every_single_test_fails_on_the_blank_notebook(judged_graded, name):
+    """Each test case, public or hidden, fails on the blank student notebook (one that passes checks nothing)."""
+    assert not _passing(judged_graded[name][1]["blank.ipynb"]), "these tests pass on the blank student notebook"
 
 
 @pytest.mark.parametrize("name", JUDGED)

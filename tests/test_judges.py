@@ -118,6 +118,8 @@ def test_honest_blank_and_tampered_submissions(name, tmp_path):
                                                   for q in routed), r.flags
         else:
             assert not r.flags, (file, r.flags)
+    # each test case, public or hidden, fails on the blank student notebook (one that passes checks nothing)
+    assert not [t[0] for ts in results["blank.ipynb"].tests.values() for t in ts if t[2]]
     tampered = results["tampered.ipynb"].tests
     passed = [t[0] for q in {p.question for p in _probes(name, 0)} for t in tampered[q] if t[2]]
     assert not passed, f"probes passed on answers that do no work, with the checks patched: {passed}"
