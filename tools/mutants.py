@@ -152,6 +152,8 @@ def _env() -> dict[str, str]:
     if "METALIB_DATA" not in env and (shared / "omniglot").is_dir():
         env["METALIB_DATA"] = str(shared)  # what conftest.py does, from the real project root
     env.setdefault("METALIB_CACHE", str(ROOT / ".cache"))
+    # the mutated copy lives in .mutants/<name>/mutants/metalib, where checkpoint_dir() finds no data/ folder
+    env.setdefault("METALIB_CHECKPOINTS", str(ROOT / "data" / "checkpoints"))
     return env
 
 
