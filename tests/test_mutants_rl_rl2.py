@@ -1,0 +1,114 @@
+"""metalib.rl.rl2: behaviour that `make mutants MODULES=rl/rl2.py` showed untested by tests/test_rl2.py:
+defaults (replay's reset rule, quick mode, the progress bar), the messages a caller reads, and
+details of the A2C loss. References are the documented values, plain loops and hand formulas.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metalib import TrainConfig
+from metalib.rl import rl2
+from metalib.rl.envs import BernoulliBandit, GridNavi
+from metalib.rl.rl2 import RL2Config, RL2Policy, replay, rollout, train_rl2
+
+
+def test_replay_defaults_to_the_task_reset_rule():
+    """Replaying a task-reset rollout without naming the rule gives the rollout's log-probabilities."""
+    env = BernoulliBandit(3, 5)
+    torch.manual_seed(0)
+    pol = RL2Policy(env.obs_dim, env.n_actions, 8)
+    ro = rollout(pol, env, env.sample_tasks(6, torch.Generator().manual_seed(0)), reset="task",
+                 generator=torch.Generator().manual_seed(1))
+    logp, values, _ = replay(pol, ro.inputs, ro.actions, env.episode_len)
+    torch.testing.assert_close(logp, ro.logp)
+    torch.testing.assert_close(values, ro.values)
+
+
+def test_quick_mode_shrinks_the_recipe_but_keeps_small_settings():
+    """Quick mode: hidden <= 32, <= 5 updates of <= 64 trials, validation every 5; smaller values stay."""
+    q = RL2Config().quick_overrides()
+    assert q == {"hidden": 32, "train": TrainConfig(steps=5, meta_batch=64, lr=1e-2, eval_every=5)}
+    small = RL2Config(hidden=8, train=TrainConfig(steps=3, meta_batch=4, lr=0.5, eval_every=0)).quick_overrides()
+    assert small == {"hidden": 8, "train": TrainConfig(steps=3, meta_batch=4, lr=0.5, eval_every=5)}
+
+
+def test_train_rl2_shows_a_progress_bar_by_default(monkeypatch):
+    seen = {}
+
+    def fake_meta_train(model, step_loss, sample, cfg, **kw):
+        seen.update(kw)
+        return "history"
+
+    monkeypatch.setattr(rl2, "meta_train", fake_meta_train)
+    policy, history = train_rl2(BernoulliBandit(2, 3), RL2Config(hidden=4))
+    assert history == "history" and seen["progress"] is True and seen["desc"] == "RL²"
+    assert policy.gru.hidden_size == 4, "the policy is built with the config's hidden size"
+    train_rl2(BernoulliBandit(2, 3), RL2Config(hidden=4), progress=False)
+    assert seen["progress"] is False
+
+
+class _RecordingAdam(torch.optim.Adam):
+    """Adam that records the learning rate of every step it takes."""
+    lrs: list = []
+
+    def step(self, closure=None):
+        _RecordingAdam.lrs.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+@pytest.mark.parametrize("train_reward", ["expected", "sampled"])
+def test_train_rl2_wires_its_config_into_every_update(monkeypatch, train_reward):
+    """Two updates of a tiny run, with the pieces recorded: the linear learning-rate decay from lr to
+    lr * lr_end, the reset rule, the first tasks drawn from a generator seeded by cfg.seed, the learning
+    signal p[a] - mean(p) ("expected") or the sampled rewards (None), and the validation calls."""
+    env = BernoulliBandit(3, 4)
+    cfg = RL2Config(hidden=4, lr_end=0.1, reset="episode", train_reward=train_reward, seed=5,
+                    train=TrainConfig(steps=2, meta_batch=8, lr=0.1, eval_every=1))
+    calls, signals = [], []
+    original_rollout, original_loss = rl2.rollout, rl2.a2c_loss
+
+    def rollout_spy(policy, env_, tasks, **kw):
+        ro = original_rollout(policy, env_, tasks, **kw)
+        calls.append((tasks, kw["reset"], ro))
+        return ro
+
+    def loss_spy(ro, cfg_, coef, rewards=None):
+        signals.append(rewards)
+        return original_loss(ro, cfg_, coef, rewards)
+
+    monkeypatch.setattr(rl2, "rollout", rollout_spy)
+    monkeypatch.setattr(rl2, "a2c_loss", loss_spy)
+    monkeypatch.setattr(torch.optim, "Adam", _RecordingAdam)
+    _RecordingAdam.lrs = []
+    _, hist = train_rl2(env, cfg, validate=lambda: {"score": 1.5}, progress=False)
+    assert _RecordingAdam.lrs == pytest.approx([0.1, 0.01]), "lr decays linearly from lr to lr * lr_end"
+    assert [reset for _, reset, _ in calls] == ["episode", "episode"]
+    torch.testing.assert_close(calls[0][0], env.sample_tasks(8, torch.Generator().manual_seed(5)))
+    for (tasks, _, ro), signal in zip(calls, signals):
+        if train_reward == "sampled":
+            assert signal is None
+        else:
+            p = tasks.gather(1, ro.actions)  # p[a_t], (B, T)
+            torch.testing.assert_close(signal, p - tasks.mean(1, keepdim=True))
+    assert [v["score"] for v in hist.val] == [1.5, 1.5]
+
+
+def test_train_reward_messages_name_the_env_and_the_choices():
+    with pytest.raises(ValueError, match=r"^train_reward='expected' needs an env with expected_reward \(bandits\); "
+                                         r"GridNavi has none: use 'sampled'$"):
+        train_rl2(GridNavi(), RL2Config(train_reward="expected"), progress=False)
+    with pytest.raises(ValueError, match=r"^train_reward must be 'sampled' or 'expected', got 'mean'$"):
+        train_rl2(BernoulliBandit(2, 3), RL2Config(train_reward="mean"), progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: training and replay on the given device")
+def test_training_and_replay_run_on_the_requested_device():
+    env = BernoulliBandit(2, 3)
+    cfg = RL2Config(hidden=4, train=TrainConfig(steps=2, meta_batch=4, lr=1e-2, eval_every=0))
+    pol, _ = train_rl2(env, cfg, device="cuda", progress=False)
+    assert pol.pi.weight.device.type == "cuda"
+    ro = rollout(pol, env, env.sample_tasks(5, torch.Generator(device="cuda").manual_seed(0), device="cuda"),
+                 generator=torch.Generator(device="cuda").manual_seed(1))
+    logp, _, _ = replay(pol, ro.inputs, ro.actions, env.episode_len)
+    torch.testing.assert_close(logp, ro.logp)
