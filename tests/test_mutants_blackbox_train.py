@@ -1,0 +1,50 @@
+"""metalib.blackbox_train: behaviour that `make mutants MODULES=blackbox_train.py` showed untested by
+tests/test_blackbox.py: the measurement's documented defaults and how it splits episodes into batches.
+References are counts by hand and a model whose predictions are known.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import metalib
+from metalib.blackbox_train import accuracy_by_position
+from metalib.data import ClassSplit
+
+
+class _Recorder:
+    """An episode sampler that records each batch size and the generator's seed."""
+
+    def __init__(self, sampler):
+        self.inner, self.split, self.n_way, self.k_shot = sampler, sampler.split, sampler.n_way, sampler.k_shot
+        self.batches, self.seeds = [], []
+
+    def sample(self, n, generator=None):
+        self.batches.append(n)
+        self.seeds.append(generator.initial_seed())
+        return self.inner.sample(n, generator=generator)
+
+
+def _perfect(task, gen):
+    """Targets in sequence order (supports as given, then queries) and logits that name each one."""
+    targets = torch.cat([task.y_support, task.y_query], 1)
+    return F.one_hot(targets, 3).float(), targets
+
+
+def _sampler():
+    images = (torch.rand(3, 4, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    split = ClassSplit(images=images, class_names=("a", "b", "c"), char_index=torch.arange(3), name="three")
+    return _Recorder(metalib.EpisodeSampler(split, 3, 1, 1, seed=0))
+
+
+def test_accuracy_by_position_defaults_to_600_episodes_in_batches_of_100_seeded_0():
+    sampler = _sampler()
+    acc = accuracy_by_position(_perfect, sampler)
+    assert sampler.batches == [100] * 6 and set(sampler.seeds) == {0}
+    torch.testing.assert_close(acc, torch.ones(3))  # 1-shot: every class's last (only) position is seen
+
+
+def test_accuracy_by_position_takes_exactly_the_episodes_asked_for():
+    sampler = _sampler()
+    accuracy_by_position(_perfect, sampler, episodes=25, batch_size=10, seed=3)
+    assert sampler.batches == [10, 10, 5] and set(sampler.seeds) == {3}
