@@ -4,6 +4,7 @@ References are counts by hand and a model whose predictions are known.
 """
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -48,3 +49,19 @@ def test_accuracy_by_position_takes_exactly_the_episodes_asked_for():
     sampler = _sampler()
     accuracy_by_position(_perfect, sampler, episodes=25, batch_size=10, seed=3)
     assert sampler.batches == [10, 10, 5] and set(sampler.seeds) == {3}
+
+
+def test_checkpoint_names_mark_only_an_lstm_on_a_conv4():
+    from metalib.blackbox_train import BlackBoxConfig, checkpoint_name
+    assert checkpoint_name(BlackBoxConfig("lstm", 3, 2, encoder="conv")) == "blackbox_lstm_3w2s_conv.pt"
+    assert checkpoint_name(BlackBoxConfig("lstm", 4, 1, encoder="flat")) == "blackbox_lstm_4w1s.pt"
+    assert checkpoint_name(BlackBoxConfig("attention", 5, 1, encoder="conv")) == "blackbox_attention_5w1s.pt"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the measurement runs where the split lives")
+def test_accuracy_by_position_runs_on_the_splits_device():
+    images = (torch.rand(3, 4, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    split = ClassSplit(images=images.cuda(), class_names=("a", "b", "c"), char_index=torch.arange(3).cuda(),
+                       name="three")
+    acc = accuracy_by_position(_perfect, metalib.EpisodeSampler(split, 3, 1, 1, seed=0), episodes=20, batch_size=10)
+    torch.testing.assert_close(acc, torch.ones(3))
