@@ -61,16 +61,18 @@ class _RecordingAdam(torch.optim.Adam):
 def test_train_rl2_wires_its_config_into_every_update(monkeypatch, train_reward):
     """Two updates of a tiny run, with the pieces recorded: the linear learning-rate decay from lr to
     lr * lr_end, the reset rule, the first tasks drawn from a generator seeded by cfg.seed, the learning
-    signal p[a] - mean(p) ("expected") or the sampled rewards (None), and the validation calls."""
+    signal p[a] - mean(p) ("expected") or the sampled rewards (None), the generator of the rollouts, and
+    the validation calls."""
     env = BernoulliBandit(3, 4)
     cfg = RL2Config(hidden=4, lr_end=0.1, reset="episode", train_reward=train_reward, seed=5,
                     train=TrainConfig(steps=2, meta_batch=8, lr=0.1, eval_every=1))
-    calls, signals = [], []
+    calls, signals, generators = [], [], []
     original_rollout, original_loss = rl2.rollout, rl2.a2c_loss
 
     def rollout_spy(policy, env_, tasks, **kw):
         ro = original_rollout(policy, env_, tasks, **kw)
         calls.append((tasks, kw["reset"], ro))
+        generators.append(kw["generator"])
         return ro
 
     def loss_spy(ro, cfg_, coef, rewards=None):
@@ -84,6 +86,8 @@ def test_train_rl2_wires_its_config_into_every_update(monkeypatch, train_reward)
     _, hist = train_rl2(env, cfg, validate=lambda: {"score": 1.5}, progress=False)
     assert _RecordingAdam.lrs == pytest.approx([0.1, 0.01]), "lr decays linearly from lr to lr * lr_end"
     assert [reset for _, reset, _ in calls] == ["episode", "episode"]
+    assert isinstance(generators[0], torch.Generator) and generators[1] is generators[0], \
+        "actions and rewards come from the run's seeded generator, not the global RNG"
     torch.testing.assert_close(calls[0][0], env.sample_tasks(8, torch.Generator().manual_seed(5)))
     for (tasks, _, ro), signal in zip(calls, signals):
         if train_reward == "sampled":
