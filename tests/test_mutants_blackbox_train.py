@@ -65,3 +65,36 @@ def test_accuracy_by_position_runs_on_the_splits_device():
                        name="three")
     acc = accuracy_by_position(_perfect, metalib.EpisodeSampler(split, 3, 1, 1, seed=0), episodes=20, batch_size=10)
     torch.testing.assert_close(acc, torch.ones(3))
+
+
+def test_train_blackbox_samples_seeded_episodes_and_shows_progress_by_default(monkeypatch):
+    """The training episodes come from an EpisodeSampler seeded by cfg.train.seed; a progress bar
+    named after the experiment is on unless turned off."""
+    import metalib.blackbox_train as bt
+    seen = {}
+    monkeypatch.setattr(bt, "meta_train", lambda model, step_loss, sample, cfg, **kw: seen.update(sample=sample, **kw)
+                        or metalib.History())
+    images = (torch.rand(4, 6, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    split = ClassSplit(images=images, class_names=tuple("abcd"), char_index=torch.arange(4), name="four")
+    cfg = bt.BlackBoxConfig(encoder="flat", n_way=3, k_shot=2, n_query=1, hidden=4,
+                            train=metalib.TrainConfig(steps=1, meta_batch=2, seed=3))
+    bt.train_blackbox(cfg, split)
+    assert seen["progress"] is True and seen["desc"] == "lstm 3-way 2-shot"
+    want = metalib.EpisodeSampler(split, 3, 2, 1, seed=3).sample(5)
+    got = seen["sample"](5)
+    assert torch.equal(got.x_support, want.x_support) and torch.equal(got.y_query, want.y_query)
+    bt.train_blackbox(cfg, split, progress=False)
+    assert seen["progress"] is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: training and loading on a device")
+def test_train_and_load_on_the_splits_device(tmp_path):
+    import metalib.blackbox_train as bt
+    images = (torch.rand(4, 6, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    split = ClassSplit(images=images.cuda(), class_names=tuple("abcd"), char_index=torch.arange(4).cuda(),
+                       name="four")
+    cfg = bt.BlackBoxConfig(encoder="flat", n_way=2, hidden=4, train=metalib.TrainConfig(steps=1, meta_batch=2))
+    model, _ = bt.train_blackbox(cfg, split, progress=False, checkpoint=tmp_path / "bb.pt")
+    assert next(model.parameters()).device.type == "cuda"
+    loaded, _ = bt.load_blackbox(tmp_path / "bb.pt", device="cuda")
+    assert next(loaded.parameters()).device.type == "cuda"
