@@ -116,3 +116,42 @@ def test_training_and_replay_run_on_the_requested_device():
                  generator=torch.Generator(device="cuda").manual_seed(1))
     logp, _, _ = replay(pol, ro.inputs, ro.actions, env.episode_len)
     torch.testing.assert_close(logp, ro.logp)
+
+
+def _gae_by_loop(r, v, gamma, lam):
+    """A_t = sum_l (gamma lam)^l delta_{t+l}, delta_t = r_t + gamma V_{t+1} - V_t, V_T = 0, element by element."""
+    B, T = r.shape
+    adv = torch.zeros_like(r)
+    for b in range(B):
+        for t in range(T):
+            for l in range(T - t):
+                nxt = v[b, t + l + 1] if t + l + 1 < T else 0.0
+                adv[b, t] += (gamma * lam) ** l * (r[b, t + l] + gamma * nxt - v[b, t + l])
+    return adv
+
+
+def test_a2c_loss_by_hand():
+    """Scaled values V = value_scale * v, GAE advantages A (by loop), target A + V; the policy term
+    -mean(logp * (A - mean A) / (std A + 1e-8)), the value term 0.5 mean(((target - V) / value_scale)^2)
+    weighted by value_coef, minus entropy_coef * mean entropy; "return" is the mean total reward."""
+    g = torch.Generator().manual_seed(0)
+    B, T = 3, 4
+    r, v, logp, ent = (torch.randn(B, T, generator=g, dtype=torch.float64) for _ in range(4))
+    ro = rl2.Rollout(rewards=r, actions=torch.zeros(B, T, dtype=torch.long), logp=logp, values=v, entropy=ent,
+                     h=torch.zeros(B, 2), inputs=torch.zeros(B, T, 1))
+    cfg = RL2Config(gamma=0.9, gae_lambda=0.8, value_coef=0.3, value_scale=2.0)
+    loss, info = rl2.a2c_loss(ro, cfg, 0.05)
+    V = 2.0 * v
+    adv = _gae_by_loop(r, V, 0.9, 0.8)
+    norm = (adv - adv.mean()) / (adv.std() + 1e-8)
+    value_loss = 0.5 * (((adv + V) - V) / 2.0).pow(2).mean()
+    want = -(logp * norm).mean() + 0.3 * value_loss - 0.05 * ent.mean()
+    torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(info["value_loss"], value_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(info["return"], r.sum(1).mean(), rtol=1e-12, atol=1e-12)
+
+
+def test_gae_of_one_step_trials_is_reward_minus_value():
+    """A trial of one pull (a one-pull bandit): A_0 = r_0 - V_0."""
+    r, v = torch.tensor([[1.0], [0.0]]), torch.tensor([[0.25], [0.5]])
+    torch.testing.assert_close(rl2.gae(r, v, 0.9, 0.8), r - v)
