@@ -155,3 +155,42 @@ def test_gae_of_one_step_trials_is_reward_minus_value():
     """A trial of one pull (a one-pull bandit): A_0 = r_0 - V_0."""
     r, v = torch.tensor([[1.0], [0.0]]), torch.tensor([[0.25], [0.5]])
     torch.testing.assert_close(rl2.gae(r, v, 0.9, 0.8), r - v)
+
+
+def test_policy_defaults_to_128_units_and_starts_near_uniform():
+    """hidden=128 by default; the policy head is orthogonal with gain 0.01 (every singular value 0.01) and
+    a zero bias, so the first actions are close to uniform."""
+    pol = RL2Policy(25, 5)
+    assert pol.gru.hidden_size == 128 and pol.hidden == 128
+    torch.testing.assert_close(torch.linalg.svdvals(pol.pi.weight), torch.full((5,), 0.01))
+    assert (pol.pi.bias == 0).all()
+
+
+def test_sample_action_samples_the_softmax_by_default():
+    """Gumbel-max: P(a) = softmax(logits)(a); logits (0, 0, log 4) give actions with probabilities 1/6, 1/6, 2/3."""
+    logits = torch.tensor([[0.0, 0.0, 1.3862944]]).expand(40000, 3)
+    a = rl2.sample_action(logits, torch.Generator().manual_seed(0))
+    freq = torch.bincount(a, minlength=3).float() / 40000
+    torch.testing.assert_close(freq, torch.tensor([1 / 6, 1 / 6, 2 / 3]), atol=0.01, rtol=0)  # s.e. <= 0.0024
+    assert (rl2.sample_action(logits, greedy=True) == 2).all()
+
+
+def test_rollout_samples_by_default_and_draws_rewards_from_its_generator_only():
+    env = BernoulliBandit(3, 6)
+    pol = RL2Policy(env.obs_dim, env.n_actions, 8)
+    tasks = env.sample_tasks(64, torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    a = rollout(pol, env, tasks, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(3)
+    b = rollout(pol, env, tasks, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a.rewards, b.rewards) and torch.equal(a.actions, b.actions)
+    assert len(set(a.actions[:, 0].tolist())) > 1, "a near-uniform policy samples different first arms"
+
+
+def test_episode_reset_clears_the_input_of_one_step_episodes_too():
+    """A bandit's episodes are single pulls: under reset="episode" every input is a fresh start (zeros)."""
+    env = BernoulliBandit(3, 4)
+    pol = RL2Policy(env.obs_dim, env.n_actions, 8)
+    x = rollout(pol, env, env.sample_tasks(5, torch.Generator().manual_seed(0)), reset="episode",
+                generator=torch.Generator().manual_seed(1)).inputs
+    assert (x == 0).all(), x[0]
