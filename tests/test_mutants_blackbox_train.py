@@ -98,3 +98,31 @@ def test_train_and_load_on_the_splits_device(tmp_path):
     assert next(model.parameters()).device.type == "cuda"
     loaded, _ = bt.load_blackbox(tmp_path / "bb.pt", device="cuda")
     assert next(loaded.parameters()).device.type == "cuda"
+
+
+def test_train_blackbox_validates_on_fixed_seeded_episodes(monkeypatch):
+    """Validation: cfg.val_episodes N-way K-shot episodes with 5 queries per class, in batches of at most
+    100, episode seed 0, support orders from a generator re-seeded to 0 at every call, no progress bar;
+    no validation function at all without a validation split."""
+    import metalib.blackbox_train as bt
+    from metalib.evaluate import Accuracy
+    seen, evals = {}, []
+    monkeypatch.setattr(bt, "meta_train", lambda model, step_loss, sample, cfg, **kw: seen.update(model=model, **kw)
+                        or metalib.History())
+    monkeypatch.setattr(bt, "evaluate_accuracy", lambda predict, sampler, **kw: evals.append((predict, sampler, kw))
+                        or Accuracy(0.5, 0.1, kw["episodes"]))
+    images = (torch.rand(4, 8, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    split = ClassSplit(images=images, class_names=tuple("abcd"), char_index=torch.arange(4), name="four")
+    bt.train_blackbox(bt.BlackBoxConfig(encoder="flat", n_way=3, k_shot=2, hidden=4), split, progress=False)
+    assert seen["validate"] is None
+    for val_episodes, batch in ((7, 7), (150, 100)):
+        cfg = bt.BlackBoxConfig(encoder="flat", n_way=3, k_shot=2, hidden=4, val_episodes=val_episodes)
+        bt.train_blackbox(cfg, split, split, progress=False)
+        assert seen["validate"]() == {"acc": 0.5}
+        predict, sampler, kw = evals[-1]
+        assert kw == {"episodes": val_episodes, "batch_size": batch, "seed": 0, "progress": False}
+        assert (sampler.n_way, sampler.k_shot, sampler.n_query) == (3, 2, 5)
+    task = metalib.EpisodeSampler(split, 3, 2, 5, seed=1).sample(2)
+    want = seen["model"].predict(task, torch.Generator().manual_seed(0))
+    torch.manual_seed(1)  # a predict that drew its orders from the global RNG would differ
+    assert torch.equal(predict(task), want)
