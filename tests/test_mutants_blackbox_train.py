@@ -126,3 +126,18 @@ def test_train_blackbox_validates_on_fixed_seeded_episodes(monkeypatch):
     want = seen["model"].predict(task, torch.Generator().manual_seed(0))
     torch.manual_seed(1)  # a predict that drew its orders from the global RNG would differ
     assert torch.equal(predict(task), want)
+
+
+def test_build_learner_passes_every_size_of_the_config():
+    """Non-default sizes reach the modules: encoder width and BatchNorm, LSTM units and layers, transformer
+    width, heads, blocks and feed-forward width (2 x hidden)."""
+    from torch import nn
+
+    from metalib.blackbox_train import BlackBoxConfig, build_learner
+    lstm = build_learner(BlackBoxConfig("lstm", 2, encoder="conv", conv_hidden=8, batch_norm=False, hidden=16, layers=2))
+    assert lstm.feat_dim == 8 and not any(isinstance(m, nn.BatchNorm2d) for m in lstm.modules())
+    assert (lstm.lstm.hidden_size, lstm.lstm.num_layers) == (16, 2)
+    att = build_learner(BlackBoxConfig("attention", 3, encoder="conv", conv_hidden=8, hidden=32, heads=2, layers=3))
+    assert att.feat_dim == 8 and any(isinstance(m, nn.BatchNorm2d) for m in att.modules())
+    assert att.embed.out_features == 32 and len(att.blocks.layers) == 3
+    assert att.blocks.layers[0].self_attn.num_heads == 2 and att.blocks.layers[0].linear1.out_features == 64
