@@ -12,19 +12,7 @@ import torch
 
 from metalib.rl import baselines as bl
 from metalib.rl.envs import BernoulliBandit
-
-
-def _plain_value(state, remaining):
-    """Unsorted, unmemoised recursion over per-arm (s, f) counts (the reference of tests/test_rl_baselines.py)."""
-    if remaining == 0:
-        return 0.0
-    best = 0.0
-    for i, (s, f) in enumerate(state):
-        p = (s + 1) / (s + f + 2)
-        win = state[:i] + [(s + 1, f)] + state[i + 1:]
-        lose = state[:i] + [(s, f + 1)] + state[i + 1:]
-        best = max(best, p * (1 + _plain_value(win, remaining - 1)) + (1 - p) * _plain_value(lose, remaining - 1))
-    return best
+from test_rl_baselines import _plain_value  # the unsorted, unmemoised reference recursion
 
 
 def test_tie_break_treats_exact_float64_ties_as_ties():
