@@ -141,3 +141,19 @@ def test_build_learner_passes_every_size_of_the_config():
     assert att.feat_dim == 8 and any(isinstance(m, nn.BatchNorm2d) for m in att.modules())
     assert att.embed.out_features == 32 and len(att.blocks.layers) == 3
     assert att.blocks.layers[0].self_attn.num_heads == 2 and att.blocks.layers[0].linear1.out_features == 64
+
+
+def test_checkpoint_records_the_device_and_the_training_time(tmp_path):
+    """The saved metadata says where the model trained and how long it took (0 < seconds < wall time)."""
+    import time
+
+    import metalib.blackbox_train as bt
+    images = (torch.rand(4, 6, 28, 28, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    split = ClassSplit(images=images, class_names=tuple("abcd"), char_index=torch.arange(4), name="four")
+    cfg = bt.BlackBoxConfig(encoder="flat", n_way=2, hidden=4, train=metalib.TrainConfig(steps=1, meta_batch=2))
+    start = time.perf_counter()
+    bt.train_blackbox(cfg, split, progress=False, checkpoint=tmp_path / "bb.pt", command="pytest")
+    wall = time.perf_counter() - start
+    _, meta = bt.load_blackbox(tmp_path / "bb.pt")
+    assert meta["device"] == "cpu" and meta["command"] == "pytest"
+    assert 0 < meta["train_seconds"] < wall, (meta["train_seconds"], wall)
