@@ -26,14 +26,6 @@ def _results_cell(notebook_name: str, names: list[str]) -> nbformat.NotebookNode
     return nbformat.v4.new_code_cell(src)
 
 
-def _ipc_kernel_manager():
-    """Kernels on IPC sockets in the working directory, as the grader runs them (no TCP ports, which
-    kernels started at the same moment by the two test processes could both pick)."""
-    from metalib.grading.runner import _ipc_kernel_manager as ipc
-
-    return ipc()
-
-
 def _warn_if_slow(nb: nbformat.NotebookNode, seconds: float, name: str, limit: float = 120.0) -> None:
     """A run of one notebook normally takes 10-20 s; once (2026-12-01, CI on a fresh clone) one took
     615 s and still passed. Say which cells were slow, so that the next such run shows the cause."""
@@ -63,10 +55,8 @@ def grade_cells(cells: list, student_nb: Path, *, timeout: int = 600) -> dict[st
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.cells = [c for c in cells if c.cell_type == "code"] + [_results_cell(student_nb.name, names)]
-        km = _ipc_kernel_manager()(kernel_name="python3")
-        km.ip = str(Path(tmp) / "kernel")  # the sockets' path prefix: absolute, the kernel runs in tmp
-        client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=True, kernel_name="python3",
-                                record_timing=True, resources={"metadata": {"path": tmp}})
+        client = NotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3", record_timing=True,
+                                resources={"metadata": {"path": tmp}})
         start = time.monotonic()
         client.execute()
         _warn_if_slow(nb, time.monotonic() - start, student_nb.name)
