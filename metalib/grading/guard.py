@@ -1,6 +1,6 @@
 """References a notebook uses itself: available while it runs, unavailable while its answers are checked.
 
-Notebooks 05, 07, 08 and 09 run the library's reference of an exercise in their own experiments
+Notebooks 02, 04, 05, 07, 08 and 09 run the library's reference of an exercise in their own experiments
 (05 trains with `metalib.maml.adapt`, 07 plays with `metalib.rl.rl2.rollout`, ...), so the grader cannot
 replace those functions by a raise the way it hides 06's (`judge.stub_source`). Instead, in the grader's
 copy of the library, each of them starts with one line (`guard_source`) that asks this module whether
@@ -20,7 +20,7 @@ from typing import Callable
 
 from . import pyast
 
-__all__ = ["begin_checks", "checking", "check", "guard_source", "rewrite_functions", "MESSAGE"]
+__all__ = ["begin_checks", "check", "guard_source", "rewrite_functions", "MESSAGE"]
 
 MESSAGE = "is not available while grading: write your own implementation"   # = judge.NOT_AVAILABLE
 _state = {"checking": False}
@@ -29,10 +29,6 @@ _state = {"checking": False}
 def begin_checks() -> None:
     """From now on (in this process), every guarded reference raises."""
     _state["checking"] = True
-
-
-def checking() -> bool:
-    return _state["checking"]
 
 
 def check(name: str) -> None:
