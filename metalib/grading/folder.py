@@ -115,12 +115,11 @@ class Grading:
         src = Path(metalib.__file__).resolve().parent
         dest = self.workspace / "package" / "metalib"
         shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        for module, names in (self.judge.unavailable if self.judge else {}).items():
-            path = dest.joinpath(*module.split(".")[1:]).with_suffix(".py")
-            path.write_text(stub_source(path.read_text(), names, module))
-        for module, names in (self.judge.guarded if self.judge else {}).items():
-            path = dest.joinpath(*module.split(".")[1:]).with_suffix(".py")
-            path.write_text(guard_source(path.read_text(), names, module))
+        for references, rewrite in ((self.judge.unavailable, stub_source), (self.judge.guarded, guard_source)) \
+                if self.judge else ():
+            for module, names in references.items():
+                path = dest.joinpath(*module.split(".")[1:]).with_suffix(".py")
+                path.write_text(rewrite(path.read_text(), names, module))
         for p in [dest.parent, *dest.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         return dest
