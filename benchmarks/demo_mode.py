@@ -26,11 +26,11 @@ from pathlib import Path
 
 import nbformat
 import psutil  # installed with ipykernel
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metalib.assignments import masters  # noqa: E402
+from metalib.grading.nbexec import SlicedNotebookClient  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _report import cpu_name, emit  # noqa: E402
@@ -75,7 +75,7 @@ def time_notebook(path: Path, timeout: int = 600) -> tuple[float, float, float, 
     the main plot, slowest first)."""
     nb = nbformat.read(path, as_version=4)
     main_index = main_plot_cell(nb, path.stem)
-    client = NotebookClient(nb, timeout=timeout, startup_timeout=timeout, kernel_name="python3",
+    client = SlicedNotebookClient(nb, timeout=timeout, startup_timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     main_at, main_cpu, cells = None, None, []

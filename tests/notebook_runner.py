@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
+
+from metalib.grading.nbexec import SlicedNotebookClient
 
 RESULT_TAG = "OTTER_RESULTS="
 
@@ -27,8 +28,9 @@ def _results_cell(notebook_name: str, names: list[str]) -> nbformat.NotebookNode
 
 
 def _warn_if_slow(nb: nbformat.NotebookNode, seconds: float, name: str, limit: float = 120.0) -> None:
-    """A run of one notebook normally takes 10-20 s; once (2026-12-01, CI on a fresh clone) one took
-    615 s and still passed. Say which cells were slow, so that the next such run shows the cause."""
+    """A run of one notebook normally takes 10-20 s. Twice (CI on a fresh clone, before
+    `metalib.grading.nbexec`) one took about 612 s and still passed: a missed ZeroMQ wake-up. Say which
+    cells were slow (by the kernel's own timestamps), so that a long run shows where the time went."""
     if seconds <= limit:
         return
     import warnings
@@ -55,7 +57,7 @@ def grade_cells(cells: list, student_nb: Path, *, timeout: int = 600) -> dict[st
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.cells = [c for c in cells if c.cell_type == "code"] + [_results_cell(student_nb.name, names)]
-        client = NotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3", record_timing=True,
+        client = SlicedNotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3", record_timing=True,
                                 resources={"metadata": {"path": tmp}})
         start = time.monotonic()
         client.execute()

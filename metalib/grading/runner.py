@@ -128,8 +128,9 @@ def _ipc_kernel_manager():
 def execute(job: dict, workdir: Path) -> dict:
     """Run ``job`` (see `metalib.grading.folder.make_job`); return the result written to result.json."""
     import nbformat
-    from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
+
+    from metalib.grading.nbexec import SlicedNotebookClient
 
     cells, timeout = job["cells"], int(job["timeout"])
     run = nbformat.v4.new_notebook()
@@ -145,7 +146,7 @@ def execute(job: dict, workdir: Path) -> dict:
             run.cells.append(nbformat.v4.new_code_cell(PROBE_CELL.format(
                 probes=[tuple(p) for p in q["probes"]], functions=q["functions"], path=str(workdir / OUTPUTS))))
     status = "graded"
-    client = NotebookClient(run, timeout=timeout, allow_errors=True, interrupt_on_timeout=True,
+    client = SlicedNotebookClient(run, timeout=timeout, allow_errors=True, interrupt_on_timeout=True,
                             error_on_timeout={"ename": "Timeout", "evalue": f"cell ran over {timeout} s", "traceback": []},
                             kernel_name="python3", kernel_manager_class=_ipc_kernel_manager(),
                             resources={"metadata": {"path": str(workdir)}})
