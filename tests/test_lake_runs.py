@@ -121,14 +121,16 @@ def test_score_runs_counts_trials(runs28):
 
 def test_nothing_calls_random_episodes_lakes_protocol():
     """Lake et al.'s benchmark is the 20 runs; the course must not call its random within-alphabet
-    episodes "Lake's protocol" (notebooks, library, benchmark labels)."""
+    episodes "Lake's protocol" (notebooks, library, benchmark labels, README and the docs, the checkpoints'
+    README)."""
     import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     pattern = re.compile(r"Lake(?: et al\.)?'s[^.\n]{0,40}protocol|Lake[- ]protocol", re.IGNORECASE)
     files = [*root.glob("solutions/*.ipynb"), *root.glob("notebooks/*.ipynb"), *root.glob("metalib/**/*.py"),
-             *root.glob("benchmarks/*.py")]
+             *root.glob("benchmarks/*.py"), root / "README.md", *root.glob("docs/**/*.md"),
+             root / "data" / "checkpoints" / "README.md"]
     assert len(files) > 20
     hits = [f"{p.relative_to(root)}: {m.group(0)!r}" for p in files for m in pattern.finditer(p.read_text(encoding="utf-8"))]
     assert not hits, hits
