@@ -5,7 +5,8 @@ each submission), `runner` (one submission in a fresh kernel, inside the sandbox
 computed and compared outside the student's process; `judges/` per assignment), `submission`
 (reading careless notebooks), `assignment` (questions and tests read from the master),
 `references` (answers that call or copy metalib instead of solving), `guard` (references a notebook
-runs itself, raising once the probes run) and `report`.
+runs itself, raising once the probes run), `nbexec` (a notebook client that cannot sleep
+through a kernel's reply) and `report`.
 See docs/GRADING.md for what the sandbox guarantees.
 """
 from .assignment import Assignment, Question, TestCode
