@@ -123,7 +123,7 @@ def _play_by_hand(env, pol, params, goals, k, gen, greedy):
     obs = torch.zeros(B, k, 2, dtype=F64)
     all_obs, all_act, all_rew = [], [], []
     for _ in range(env.episode_len):
-        noise = torch.randn((B, k, A), generator=gen, dtype=F64)
+        noise = torch.randn((B, k, A), generator=gen).to(F64)  # ε in torch's default dtype, as the sampler draws it
         act = torch.empty(B, k, A, dtype=F64)
         for b in range(B):
             p = {n: v[b] for n, v in params.items()} if per else params
