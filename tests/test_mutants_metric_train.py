@@ -39,6 +39,11 @@ def _cfg(**kw):
     return MetricConfig(**(base | kw))
 
 
+def _exactly(message: str) -> str:
+    """A pattern for pytest.raises that matches the whole message, not a part of it."""
+    return "^" + re.escape(message) + "$"
+
+
 class _Clock:
     """Stands in for the `time` module of metric_train: perf_counter returns the given values in turn."""
 
@@ -48,8 +53,8 @@ class _Clock:
     def perf_counter(self):
         return self.values.pop(0)
 
-    @staticmethod
-    def strftime(fmt):
+    def strftime(self, fmt):
+        self.format = fmt
         return "12:34:56"
 
 
@@ -69,18 +74,18 @@ def captured(monkeypatch):
 # ----------------------------------------------------------------------------- MetricConfig
 
 def test_config_errors_name_the_allowed_values():
-    with pytest.raises(ValueError, match=re.escape("method must be one of ('protonet', 'matching'), got 'maml'")):
+    with pytest.raises(ValueError, match=_exactly("method must be one of ('protonet', 'matching'), got 'maml'")):
         MetricConfig("maml")
-    with pytest.raises(ValueError, match=re.escape("protonet supports similarity ('euclidean', 'dot'), got 'cosine'")):
+    with pytest.raises(ValueError, match=_exactly("protonet supports similarity ('euclidean', 'dot'), got 'cosine'")):
         MetricConfig("protonet", similarity="cosine")
-    with pytest.raises(ValueError, match=re.escape("matching supports similarity ('cosine', 'dot'), got 'euclidean'")):
+    with pytest.raises(ValueError, match=_exactly("matching supports similarity ('cosine', 'dot'), got 'euclidean'")):
         MetricConfig("matching", similarity="euclidean")
-    with pytest.raises(ValueError, match=re.escape("fce (full-context embeddings) belongs to Matching Networks; "
+    with pytest.raises(ValueError, match=_exactly("fce (full-context embeddings) belongs to Matching Networks; "
                                                    "use method='matching'")):
         MetricConfig("protonet", fce=True)
-    with pytest.raises(ValueError, match=re.escape("train_part must be 'train' or 'trainval', got 'test'")):
+    with pytest.raises(ValueError, match=_exactly("train_part must be 'train' or 'trainval', got 'test'")):
         MetricConfig(train_part="test")
-    with pytest.raises(ValueError, match=re.escape("final_pool=False is implemented for method='protonet' only")):
+    with pytest.raises(ValueError, match=_exactly("final_pool=False is implemented for method='protonet' only")):
         MetricConfig("matching", final_pool=False)
 
 
@@ -172,7 +177,7 @@ def test_splits_load_omniglot_at_the_configs_size_and_say_how_to_fix_a_mismatch(
     sizes = []
     monkeypatch.setattr(data_mod, "load_omniglot", lambda size: sizes.append(size) or
                         type("D", (), {"images": torch.zeros(1, 20, 28, 28)})())
-    with pytest.raises(ValueError, match=re.escape("the config wants 32x32 images but the data has 28: "
+    with pytest.raises(ValueError, match=_exactly("the config wants 32x32 images but the data has 28: "
                                                    "load it with load_omniglot(size=32)")):
         mt._splits(MetricConfig(image_size=32), "cpu")
     assert sizes == [32]
@@ -227,7 +232,8 @@ def test_train_metric_validates_on_1_shot_episodes_of_the_val_split(captured, mo
         return Accuracy(0.4567, 0.01, kw["episodes"])
 
     monkeypatch.setattr(mt, "evaluate_accuracy", fake_eval)
-    monkeypatch.setattr(mt, "time", _Clock(100.0, 142.4, 0.0))
+    clock = _Clock(100.0, 142.4, 0.0)
+    monkeypatch.setattr(mt, "time", clock)
     train, val = _split(5), _split(4, seed=1)
     lines = []
     model, _ = mt.train_metric(_cfg(val_ways=5), train, val, progress=False, log=lines.append)
@@ -236,7 +242,7 @@ def test_train_metric_validates_on_1_shot_episodes_of_the_val_split(captured, mo
     assert m is model and grad is False
     assert kw == {"episodes": 7, "batch_size": 10, "seed": 0, "progress": False}
     assert sampler.split is val and (sampler.n_way, sampler.k_shot, sampler.n_query) == (4, 1, 5)  # 5 ways capped at 4
-    assert lines == ["12:34:56 42 s: validation 4-way 1-shot accuracy 45.7%"]
+    assert lines == ["12:34:56 42 s: validation 4-way 1-shot accuracy 45.7%"] and clock.format == "%H:%M:%S"
     mt.train_metric(_cfg(val_ways=2), train, val, progress=False)  # no log: nothing printed
     captured["validate"]()
     assert calls[-1][1].n_way == 2 and lines == ["12:34:56 42 s: validation 4-way 1-shot accuracy 45.7%"]
@@ -296,7 +302,7 @@ def test_train_metric_loads_the_configs_split_on_the_default_device(captured, mo
     mt.train_metric(_cfg(), progress=False, device="cpu")
     assert captured["sample"].__self__.groups is None  # alphabets only for within-alphabet training
     assert asked == ["default-device", "cpu"]
-    with pytest.raises(ValueError, match=re.escape("within_alphabet training needs the alphabets of the classes: "
+    with pytest.raises(ValueError, match=_exactly("within_alphabet training needs the alphabets of the classes: "
                                                    "let train_metric load the split (train_split=None)")):
         mt.train_metric(_cfg(within_alphabet=True), train, val, progress=False)
 
@@ -372,3 +378,23 @@ def test_evaluate_model_defaults_to_600_seeded_episodes_in_eval_mode_without_gra
                                          "desc": "4-way 2-shot"}, False, False)
     mt.evaluate_model(model, sampler, episodes=30, seed=2, batch_size=5, progress=False)
     assert calls[1][2] == {"episodes": 30, "batch_size": 5, "seed": 2, "progress": False, "desc": "4-way 2-shot"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: everything must follow the split's device")
+def test_training_distortion_alphabets_and_loading_follow_the_device(captured, monkeypatch, tmp_path):
+    import metalib.augment as augment
+    import metalib.data as data_mod
+    devices = []
+    monkeypatch.setattr(augment, "augment_task", lambda task, generator, *a, **kw: devices.append(generator.device.type)
+                        or task)
+    cpu = _split(5)
+    train = ClassSplit(cpu.images.cuda(), cpu.class_names, cpu.char_index.cuda(), cpu.name)
+    model, _ = mt.train_metric(_cfg(augment=True), train, None, progress=False, checkpoint=tmp_path / "m.pt")
+    assert next(model.parameters()).device.type == "cuda"
+    captured["step_loss"](EpisodeSampler(train, 3, 1, 2, seed=1).sample(1))
+    assert devices == ["cuda"]
+    loaded, _ = mt.load_metric(tmp_path / "m.pt", device="cuda")
+    assert next(loaded.parameters()).device.type == "cuda"
+    monkeypatch.setattr(data_mod, "omniglot_split", lambda data, split, part, **kw: train)
+    data = type("D", (), {"images": torch.zeros(1, 20, 28, 28), "alphabet": torch.arange(5)})()
+    assert mt._splits(_cfg(), "cuda", data=data)[2].device.type == "cuda"
