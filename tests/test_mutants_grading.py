@@ -1535,3 +1535,500 @@ def test_main_build_writes_one_zip_per_master_with_one_wheel(tmp_path, monkeypat
     assert capsys.readouterr().out == "wrote zips/01_a.ipynb\nwrote zips/02_b.ipynb\n"
     gradescope.main(["build"])
     assert asked[-1] is None and built[-1][1] == "autograder"
+
+
+# ============================================================================ judges/common.py
+
+from metalib.grading.judges import common  # noqa: E402
+
+
+def test_nothing_names_an_unfinished_answer():
+    common.nothing(0, "f(1)")
+    with pytest.raises(AssertionError, match="^" + re.escape(
+            "f(1) is None: the function returned nothing. Did you finish the exercise (replace `...`) and `return` "
+            "the result?") + "$"):
+        common.nothing(None, "f(1)")
+
+
+def _fails_check(check, got, expected, message):
+    with pytest.raises(AssertionError) as err:
+        check(got, expected)
+    assert str(err.value) == message, str(err.value)
+
+
+def test_tensors_walks_dicts_lists_and_tensors():
+    x = torch.tensor([1.0, 2.0])
+    check = common.tensors("out")
+    check(x + 5e-6, x)                                              # atol/rtol 1e-5 by default
+    with pytest.raises(AssertionError, match="^out"):
+        check(x + 1e-3, x)
+    common.tensors("out", atol=1e-2, rtol=0)(x + 1e-3, x)
+    common.tensors("out", atol=0, rtol=1e-2)(x * 1.001, x)
+    _fails_check(check, None, x, f"out is None: {common.NOTHING}")
+    _fails_check(check, [1.0, 2.0], x, "out should be a tensor, got list")
+    check(x.double(), x)                                            # dtype not checked unless asked
+    _fails_check(common.tensors("out", dtype=True), x.double(), x,
+                 "out should keep the dtype torch.float32, got torch.float64")
+    nan = torch.tensor([float("nan"), 1.0])
+    _fails_check(common.tensors("out", finite=True), nan, x, "out has 1 NaN/inf entries out of 2")
+    exp = {"value": x, "grad": [x, 2.0], "echo": torch.zeros(1)}
+    skip = common.tensors("out", skip=("echo",))
+    skip({"value": x, "grad": [x, 2.0]}, exp)
+    _fails_check(skip, {"value": x, "grad": [x, 3.0]}, exp, "out grad[1]: expected 2.0, got 3.0")
+    _fails_check(skip, {"value": x + 1, "grad": [x, 2.0]}, exp, str(_assertion(lambda: compare(x + 1, x, name="out",
+                                                                                                atol=1e-5, rtol=1e-5))))
+    _fails_check(skip, {"grad": [x, 2.0]}, exp, f"out is None: {common.NOTHING}")
+    _fails_check(check, {"value": x, "grad": [x, 2.0]}, exp, f"out echo is None: {common.NOTHING}")
+    _fails_check(skip, [x], exp, "out: expected keys ['echo', 'grad', 'value'], got list")
+    _fails_check(skip, {"value": x, "grad": (x,)}, exp, "out grad: expected 2 results, got tuple")
+    _fails_check(skip, {"value": x, "grad": 5}, exp, "out grad: expected 2 results, got int")
+    _fails_check(common.tensors("out", dtype=True), [x.double()], [x],
+                 "out[0] should keep the dtype torch.float32, got torch.float64")
+    _fails_check(common.tensors("out", finite=True), {"a": nan}, {"a": x}, "out a has 1 NaN/inf entries out of 2")
+    _fails_check(common.tensors("out", atol=0, rtol=0), [1.5], [1.0], "out[0]: expected 1.0, got 1.5")
+
+
+def _assertion(fn):
+    with pytest.raises(AssertionError) as err:
+        fn()
+    return err.value
+
+
+def test_numbers_checks_each_answer_within_its_tolerance():
+    check = common.numbers("area", [(2.0, "a"), (0.123456, 3)], lambda e: 0.1 * abs(e) + 1e-9,
+                           lambda a, g, e: f"hint {a[1]} {g:.1f} {e:.1f}")
+    check([4.0, 1.05], [4.2, 1.0])
+    _fails_check(check, 4.0, [4.0, 1.0], "area should return a number")
+    _fails_check(check, [4.0], [4.0, 1.0], "area should return a number")
+    _fails_check(check, [None, 1.0], [4.0, 1.0], f"area(2, 'a') is None: {common.NOTHING}")
+    _fails_check(check, [4.0, "str"], [4.0, 1.0], "area(0.1235, 3) should return a number, got str")
+    _fails_check(check, [4.0, 1], [4.0, 1.0], "area(0.1235, 3) should return a number, got 1")
+    _fails_check(check, [float("nan"), 1.0], [4.0, 1.0], "area(2, 'a') = nan: hint a nan 4.0")
+    _fails_check(check, [4.5, 1.0], [4.0, 1.0], "area(2, 'a') = 4.5: hint a 4.5 4.0")
+    exact = common.numbers("f", [(1,)], lambda e: 0.5, lambda a, g, e: "h")
+    exact([1.4], [1.0])
+    _fails_check(exact, [1.5], [1.0], "f(1) = 1.5: h")                                # the tolerance is exclusive
+    assert common.number_probe("f", [(1, 2.5)]) == common.HELPERS + "result = [_num(f(*a)) for a in [(1, 2.5)]]\n"
+
+
+def test_names_checks_a_set_prediction():
+    allowed = {"more_data_help", "more_data_hurt", "x", "y"}
+    pub = common.names("predict", allowed, right=False, both=("data",))
+    hid = common.names("predict", allowed, right=True, wrong="think again")
+    pub({"type": "set", "items": ["x", "more_data_help"]}, {"items": ["y"]})
+    _fails_check(pub, {"type": "list", "items": []}, None, "predict() should return a set of names, got list")
+    _fails_check(pub, ["x"], None, "predict() should return a set of names, got list")
+    _fails_check(pub, {"items": ["x"]}, None, "predict() should return a set of names, got None")
+    _fails_check(pub, {"type": "set", "items": ["x", "z", "w"]}, None,
+                 "['w', 'z'] are not among the names ['more_data_help', 'more_data_hurt', 'x', 'y']")
+    _fails_check(pub, {"type": "set", "items": []}, None,
+                 "choose at least one of ['more_data_help', 'more_data_hurt', 'x', 'y']")
+    _fails_check(pub, {"type": "set"}, None, "choose at least one of ['more_data_help', 'more_data_hurt', 'x', 'y']")
+    _fails_check(pub, {"type": "set", "items": ["more_data_help", "more_data_hurt"]}, None,
+                 "more data cannot both help and hurt")
+    hid({"type": "set", "items": ["more_data_help", "more_data_hurt"]}, {"items": ["more_data_hurt", "more_data_help"]})
+    _fails_check(hid, {"type": "set", "items": ["x"]}, {"items": ["x", "y"]}, "think again")
+    _fails_check(common.names("p", allowed, right=True), {"type": "set", "items": ["x"]}, {"items": ["y"]}, "")
+
+
+def test_choice_probe_and_its_checks():
+    src = common.choice_probe("pick")
+    assert src == common.PLAIN + ("answer = pick()\n"
+                                  "items = sorted(str(a) for a in answer) if isinstance(answer, (set, frozenset, list, "
+                                  "tuple)) else None\n"
+                                  "result = {'set': isinstance(answer, (set, frozenset)), 'items': items, "
+                                  "'repr': repr(answer)[:80]}\n")
+    ns = {}
+    exec(src.replace("answer = pick()", "answer = ['b', 'a']"), ns)
+    assert ns["result"] == {"set": False, "items": ["a", "b"], "repr": "['b', 'a']"}
+    exec(src.replace("answer = pick()", "answer = frozenset({'b'})"), ns)
+    assert ns["result"] == {"set": True, "items": ["b"], "repr": "frozenset({'b'})"}
+    exec(src.replace("answer = pick()", "answer = 'x' * 100"), ns)
+    assert ns["result"] == {"set": False, "items": None, "repr": repr("x" * 100)[:80]}
+    opts = {"b", "a", "c"}
+    pub, one = common.is_choice(opts, "letters"), common.is_choice(opts, "letters", one=True)
+    pub({"set": True, "items": ["a", "c"], "repr": "x"}, None)
+    one({"set": True, "items": ["b"]}, None)
+    _fails_check(pub, {"set": False, "items": ["a"], "repr": "['a']"}, None,
+                 "return a set of letters, e.g. {'a'}, got ['a']")
+    _fails_check(pub, {"set": True, "items": None, "repr": "r" * 100}, None,
+                 "return a set of letters, e.g. {'a'}, got " + "r" * 80)
+    _fails_check(pub, {"set": True, "items": ["a", "z", "y"], "repr": ""}, None,
+                 "['y', 'z'] are not among the options ['a', 'b', 'c']")
+    _fails_check(one, {"set": True, "items": ["a", "b"], "repr": "{'a', 'b'}"}, None,
+                 "return a set of one of ['a', 'b', 'c'], e.g. {'a'}, got {'a', 'b'}")
+    _fails_check(pub, {"set": True, "items": [], "repr": "set()"}, None,
+                 "the empty set: at least one of ['a', 'b', 'c'] is right")
+    _fails_check(one, {"set": True, "items": [], "repr": "set()"}, None,
+                 "return a set of one of ['a', 'b', 'c'], e.g. {'a'}, got set()")
+    for bad in (None, {"set": 1, "items": []}, {"items": []}, {"set": True, "items": "ab"},
+                {"set": True, "items": ["a", 2]}):
+        _fails_check(pub, bad, None, "the answer did not come back")
+    assert common._items({"set": False, "items": None}) == (False, None, "")
+    assert common._items({"set": True, "items": ["a"], "repr": 5}) == (True, ["a"], "5")
+    right = common.right_choice(lambda answer, right: f"{sorted(answer)} vs {len(right)}")
+    right({"set": False, "items": ["b", "a"]}, {"items": ["a", "b"]})
+    _fails_check(right, {"set": True, "items": ["a"]}, {"items": ["a", "b"]}, "['a'] vs 2")
+    _fails_check(right, {"set": True, "items": None}, {"items": ["a"]}, "[] vs 1")
+    _fails_check(common.right_choice(lambda a, r: ""), {"set": True, "items": ["a"]}, {"items": ["b"]}, "not quite")
+
+
+def test_number_is_a_finite_python_number():
+    assert common.number(3, "n") == 3 and common.number(2.5, "n") == 2.5
+    _fails_check(lambda g, e: common.number(g, "rate"), True, None, "rate: return a Python number, got bool")
+    _fails_check(lambda g, e: common.number(g, "rate"), torch.tensor(1.0), None, "rate: return a Python number, got Tensor")
+    _fails_check(lambda g, e: common.number(g, "rate"), float("inf"), None, "rate: got inf, not a finite number")
+    _fails_check(lambda g, e: common.number(g, "rate"), float("nan"), None, "rate: got nan, not a finite number")
+
+
+# ============================================================================ what the first mutation run left alive
+
+def test_similarity_skips_missing_and_short_answers_without_stopping():
+    a = Assignment("hw", Path("hw.ipynb"), (Question("q1", 1.0, False, ("missing", "short", "mc"), ()),))
+    pasted = ["def short(x):\n    return x", _copy_of("metalib.evaluate", "mean_ci95", "mc")]
+    assert refs.similar_to_library(pasted, a, _FakeJudge({"metalib.evaluate": ()})) == {
+        "q1": ["mc ~ metalib.evaluate.mean_ci95 (1.00)"]}
+
+
+def test_similarity_compares_long_functions_without_autojunk():
+    """Past 200 nodes difflib's autojunk would ignore the commonest node types; a copy of checks.assert_close
+    (299 nodes) without one line of its message is still flagged."""
+    import inspect
+
+    import metalib.checks as checks_mod
+    src = inspect.getsource(checks_mod.assert_close).replace("def assert_close(", "def ac(", 1)
+    lines = src.splitlines(keepends=True)
+    cut = next(i for i, line in enumerate(lines) if line.strip().startswith('f"{name} differs: max abs error'))
+    close = "".join(lines[:cut] + lines[cut + 1:])
+    a = Assignment("hw", Path("hw.ipynb"), (Question("q1", 1.0, False, ("ac",), ()),))
+    (flag,) = refs.similar_to_library([close], a, _FakeJudge({"metalib.checks": ()}))["q1"]
+    assert flag.startswith("ac ~ metalib.checks.assert_close (") and 0.9 <= float(flag[-5:-1]) < 1.0
+
+
+def test_report_joins_several_flags_and_manual_questions(tmp_path):
+    a = Assignment("hw", Path("hw.ipynb"), (Question("q1", 1.0, False, ("f",), ()), Question("m1", 1.0, True, (), ()),
+                                            Question("m2", 1.0, True, (), ())))
+    r = StudentResult("s", "s.ipynb", "graded", {"q1": 1.0}, {"q1": [["t", False, True, ""]]}, {},
+                      [], {"q1": ["a ~ x", "b ~ y"]})
+    csv_path, md_path = report.write_reports([r], a, tmp_path / "new" / "deeper" / "out")  # parents created
+    text = md_path.read_text()
+    assert "Manually graded questions (not scored here): m1, m2." in text
+    assert "  * FLAGGED for review: close to the library's source: a \\~ x, b \\~ y" in text
+    assert list(csv.reader(io.StringIO(csv_path.read_text())))[1][-1] == "q1: close to the library's source: a ~ x, b ~ y"
+
+
+def test_atomic_write_opens_utf8_without_newline_translation(tmp_path, monkeypatch):
+    import builtins
+    opened = []
+
+    def spy(*args, **kw):
+        opened.append((args[1:], kw))
+        return builtins.open(*args, **kw)
+
+    monkeypatch.setattr(report, "open", spy, raising=False)
+    report._atomic_write(tmp_path / "x.csv", "a\r\nb")
+    assert opened == [(("w",), {"encoding": "utf-8", "newline": ""})]
+
+
+def test_pyast_default_filename_is_unknown():
+    with pytest.raises(SyntaxError) as err:
+        pyast.parse("def (")
+    assert err.value.filename == "<unknown>"
+
+
+def test_code_cells_skips_a_worksheet_without_cells(tmp_path):
+    v3 = {"worksheets": [{"name": "empty"}, {"cells": [{"cell_type": "code", "input": "x = 1"}]}]}
+    assert submission.code_cells(_write(tmp_path, v3)) == ["x = 1"]
+
+
+def test_test_names_are_found_on_any_line_and_solutions_add_up(tmp_path):
+    path = _master(tmp_path, [("raw", "# BEGIN QUESTION\nname: q1"), ("raw", "# BEGIN SOLUTION"),
+                              ("code", "def f():\n    pass"), ("code", "def g():\n    pass"), ("raw", "# END SOLUTION"),
+                              ("raw", "# BEGIN TESTS"), ("code", "import math\ndef test_late():\n    pass"),
+                              ("raw", "# END TESTS"), ("raw", "# END QUESTION")])
+    (q,) = Assignment.from_master(path).questions
+    assert q.functions == ("f", "g") and [t.name for t in q.tests] == ["test_late"]
+
+
+def test_check_available_gives_the_trial_sandbox_a_minute(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(sandbox, "BWRAP", str(_fake_bwrap(tmp_path, 0)))
+    monkeypatch.setattr(sandbox.subprocess, "run", lambda cmd, **kw: seen.append(kw) or
+                        subprocess.CompletedProcess(cmd, 0, "", ""))
+    sandbox.check_available()
+    assert seen == [{"capture_output": True, "text": True, "timeout": 60}]
+
+
+def test_compare_casts_the_answer_to_the_expected_dtype_first():
+    compare(torch.tensor([0.1], dtype=torch.float64), torch.tensor([0.1], dtype=torch.float32))  # 0.1 rounds to 0.1f
+    _fails(1.5, 1.0, ("n" * 400 + ": expected 1.0, got 1.5")[:300], name="n" * 400)
+
+
+def test_load_output_refuses_pickles_even_where_the_safe_default_is_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    torch.save(Probe("q", "n", False, "c"), tmp_path / "code.pt")
+    with pytest.raises(ValueError, match="not plain data"):
+        load_output(tmp_path / "code.pt")
+
+
+def test_load_output_quotes_the_loaders_own_error(tmp_path, monkeypatch):
+    import metalib.grading.judge as judge_mod
+    torch.save(Probe("q", "n", False, "c"), tmp_path / "code.pt")
+    with pytest.raises(Exception) as direct:
+        torch.load(tmp_path / "code.pt", weights_only=True)
+    with pytest.raises(ValueError) as err:
+        load_output(tmp_path / "code.pt")
+    assert str(err.value).endswith(f": {type(direct.value).__name__}: {str(direct.value)[:200]}")
+    (tmp_path / "big.pt").write_bytes(b"x" * (3 * 2**20 + 1))
+    monkeypatch.setattr(judge_mod, "MAX_OUTPUT_BYTES", 3 * 2**20)
+    with pytest.raises(ValueError, match=r"^the output is larger than 3 MiB$"):
+        load_output(tmp_path / "big.pt")
+
+
+def test_gradescope_help_names_the_module_and_its_commands(capsys):
+    with pytest.raises(SystemExit):
+        gradescope.main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m metalib.grading.gradescope ")
+    flat = " ".join(out.split())
+    assert "One autograder for Gradescope: the same sandboxed grader, packed in a zip that installs itself." in flat
+    assert "gradescope build --out autograder" not in flat  # the first paragraph only
+    assert "write a Gradescope autograder zip per master notebook" in " ".join(out.split())
+    assert "grade /autograder/submission (what run_autograder calls)" in " ".join(out.split())
+    with pytest.raises(SystemExit):
+        gradescope.main(["build", "--help"])
+    assert "master notebook prefixes (default: all)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_gradescope_run_needs_a_submission_and_a_results_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gradescope, "grade_submission_dir", lambda *a, **k: pytest.fail("must not grade"))
+    for argv in (["run", "--master", "m", "--results", "r"], ["run", "--master", "m", "--submission", "s"]):
+        with pytest.raises(SystemExit):
+            gradescope.main(argv)
+    assert "the following arguments are required" in capsys.readouterr().err
+
+
+def test_gradescope_run_creates_the_results_folders(tmp_path, monkeypatch):
+    a = _two_questions()
+    r = StudentResult("s", "s.ipynb", "graded", {}, {}, {}, [])
+    monkeypatch.setattr(gradescope, "grade_submission_dir", lambda *args, **kw: (r, a))
+    out = tmp_path / "new" / "res" / "results.json"
+    gradescope.main(["run", "--master", "m", "--submission", "d", "--results", str(out)])
+    assert json.loads(out.read_text())["output"] == "Status: graded."
+
+
+def test_build_twice_into_the_same_folder_and_with_a_wheel_built_on_the_way(tmp_path, monkeypatch):
+    import zipfile
+
+    import metalib.assignments as assignments
+    import metalib.checkpoint as checkpoint
+    (tmp_path / "nb").mkdir()
+    monkeypatch.setattr(assignments, "NOTEBOOKS", tmp_path / "nb")
+    monkeypatch.setattr(checkpoint, "checkpoint_dir", lambda: tmp_path / "ck")
+    (tmp_path / "nb" / "00_a.ipynb").write_text("s")
+    master = tmp_path / "00_a.ipynb"
+    master.write_text("m")
+    built = []
+
+    def fake_wheel(dest):
+        built.append((dest, dest.is_dir()))
+        whl = dest / "metalib-9-py3-none-any.whl"
+        whl.write_text("built")
+        return whl
+
+    monkeypatch.setattr(gradescope, "_wheel", fake_wheel)
+    path = gradescope.build(master, tmp_path / "out")
+    assert gradescope.build(master, tmp_path / "out") == path      # the folder may exist already
+    assert len(built) == 2 and all(is_dir for _, is_dir in built) and not built[0][0].exists()  # a temporary folder
+    with zipfile.ZipFile(path) as z:
+        assert z.read("wheels/metalib-9-py3-none-any.whl") == b"built"
+
+
+def test_wheel_takes_the_last_of_several(tmp_path, monkeypatch):
+    def fake_run(cmd, **kw):
+        for v in ("0.1", "0.2", "0.3"):
+            (tmp_path / f"metalib-{v}-py3-none-any.whl").write_text("w")
+        return types.SimpleNamespace(returncode=0, stderr="")
+
+    monkeypatch.setattr(gradescope.subprocess, "run", fake_run)
+    assert gradescope._wheel(tmp_path) == tmp_path / "metalib-0.3-py3-none-any.whl"
+
+
+def test_grade_reports_similarity_and_returns_its_slot(tmp_path, monkeypatch):
+    a = Assignment("hw", Path("hw.ipynb"), (Question("q1", 1.0, False, ("mc",), ()),))
+    g = _grading(a)
+    g.judge = _FakeJudge({"metalib.evaluate": ()})
+    slots = []
+    monkeypatch.setattr(g, "_run", lambda cells, slot: slots.append(slot) or ("graded", [], {}))
+    path = _write(tmp_path, {"cells": [{"cell_type": "code", "source": _copy_of("metalib.evaluate", "mean_ci95", "mc")}]})
+    r = g.grade(path)
+    assert r.similar == {"q1": ["mc ~ metalib.evaluate.mean_ci95 (1.00)"]} and r.errors == []
+    g.grade(path)
+    assert slots == [0, 0]
+    blank = g.grade(_write(tmp_path, {"cells": [{"cell_type": "code", "source": ""}]}, name="blank.ipynb"))
+    assert blank.errors == [] and blank.status == "no code"
+    broken = g.grade(_write(tmp_path, None, name="broken.ipynb", raw=b"nope"))
+    assert broken.errors == [] and broken.similar == {} and broken.flags == {}
+
+
+def test_grading_seed_is_drawn_from_the_whole_62_bit_range(tiny, monkeypatch):
+    make, master, stub, checked = tiny
+    asked = []
+
+    class FakeSystemRandom:
+        def randrange(self, n):
+            asked.append(n)
+            return n - 1
+
+    monkeypatch.setattr(folder.random, "SystemRandom", FakeSystemRandom)
+    g = make(isolate=False)
+    assert asked == [2**62] and g.seed == 2**62 - 1
+
+
+def test_grading_defaults_to_one_sandboxed_slot(tiny):
+    make, master, stub, checked = tiny
+    g = make()
+    assert checked == [1] and g.isolate is True and g.slots.qsize() == 1
+
+
+def test_grading_without_a_master_file_has_no_solution_cells(tiny, tmp_path, monkeypatch):
+    make, master, stub, checked = tiny
+    monkeypatch.setattr(folder, "judge_for", lambda name: None)
+    a = Assignment("hw", tmp_path / "gone.ipynb", (Question("q1", 1.0, False, ("f",), ()),))
+    g = folder.Grading(a, isolate=False, seed=1)
+    try:
+        assert g.solution == []
+    finally:
+        g.close()
+
+
+def test_collect_reads_every_question_after_a_judged_one_and_survives_short_rows(tmp_path):
+    g = _grading(_two_questions(), PROBES, {"p_pub": 1.0, "p_hid": 1.0})
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "q2.json").write_text('[["t_pub", false], ["t_pub", false, true, ""]]')  # a short row first
+    found = g._collect(tmp_path, "graded")
+    assert set(found) == {"q1", "q2"} and found["q2"][0] == ["t_pub", False, True, ""]
+
+
+def test_judge_probe_hands_the_check_what_came_back_and_what_was_expected(tmp_path):
+    seen = []
+    probe = Probe("q1", "c", False, "", check=lambda got, exp: seen.append((got, exp)))
+    g = _grading(_two_questions(), [probe], {"c": {"want": 1}})
+    torch.save([1, 2], tmp_path / "c.pt")
+    assert g._judge_probe(tmp_path, probe, "r") == ["c", False, True, ""]
+    assert seen == [([1, 2], {"want": 1})]
+
+
+def test_package_leaves_out_bytecode_and_opens_permissions(tiny, tmp_path, monkeypatch):
+    import inspect
+
+    import metalib
+    import metalib.grading.pyast as pyast_mod
+    import metalib.grading.submission as sub_mod
+    make, master, stub, _ = tiny
+    fake = tmp_path / "site" / "metalib"
+    (fake / "grading" / "__pycache__").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "grading" / "pyast.py").write_text(inspect.getsource(pyast_mod))
+    (fake / "grading" / "submission.py").write_text(inspect.getsource(sub_mod))
+    (fake / "grading" / "__pycache__" / "pyast.cpython-311.pyc").write_bytes(b"\0")
+    (fake / "grading" / "stray.pyc").write_bytes(b"\0")
+    (fake / "data").mkdir(mode=0o700)
+    (fake / "data" / "notes.txt").write_text("x")
+    (fake / "data" / "notes.txt").chmod(0o600)
+    (fake / "data").chmod(0o700)
+    monkeypatch.setattr(metalib, "__file__", str(fake / "__init__.py"))
+    g = make(isolate=False, seed=1, stub=stub)
+    files = sorted(str(p.relative_to(g.package)) for p in g.package.rglob("*"))
+    assert files == ["__init__.py", "data", "data/notes.txt", "grading", "grading/pyast.py", "grading/submission.py"]
+    assert (g.package / "data").stat().st_mode & 0o777 == 0o755
+    assert (g.package / "data" / "notes.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_run_survives_a_job_folder_that_vanished_and_says_how_it_ended(tiny, monkeypatch):
+    import shutil as _shutil
+    make, master, stub, _ = tiny
+    g = make(isolate=False, seed=1, stub=stub)
+
+    class VanishingPopen:
+        def __init__(self, cmd, **kw):
+            kw["stdout"].write(b"the last words")
+            _shutil.rmtree(kw["cwd"])
+            self.pid, self.returncode = 1, 3
+
+        def wait(self, timeout=None):
+            pass
+
+    monkeypatch.setattr(folder.subprocess, "Popen", VanishingPopen)
+    monkeypatch.setattr(folder, "_kill_group", lambda proc: None)
+    status, errors, found = g._run(["a = 1"], 0)
+    assert status == "the sandbox ended without a result (exit 3): the last words" and errors == []
+    assert sorted(p.name for p in g.workspace.iterdir()) == ["package"]
+
+
+def test_run_that_fails_before_starting_keeps_its_own_error(tiny, monkeypatch):
+    make, master, stub, _ = tiny
+    g = make(isolate=False, seed=1, stub=stub)
+
+    def broken(cells):
+        raise RuntimeError("cannot write the job")
+
+    monkeypatch.setattr(g, "_job", broken)
+    with pytest.raises(RuntimeError, match="cannot write the job"):
+        g._run(["a = 1"], 0)
+    assert sorted(p.name for p in g.workspace.iterdir()) == ["package"]
+
+
+def test_run_as_root_gives_the_job_folder_to_the_slots_user(tiny, monkeypatch):
+    make, master, stub, _ = tiny
+    g = make(isolate=True, seed=1, stub=stub)
+    chowned = []
+    monkeypatch.setattr(sandbox, "command", lambda inner, job, **kw: ["x"])
+    monkeypatch.setattr(folder.subprocess, "Popen", lambda cmd, **kw: types.SimpleNamespace(
+        pid=1, returncode=0, wait=lambda timeout=None: None))
+    monkeypatch.setattr(folder, "_kill_group", lambda proc: None)
+    monkeypatch.setattr(folder.os, "chown", lambda path, uid, gid: chowned.append((Path(path), uid, gid)))
+    monkeypatch.setattr(folder.os, "geteuid", lambda: 0)
+    g._run(["a = 1"], 1)
+    ((path, uid, gid),) = chowned
+    assert path.parent == g.workspace and path.name.startswith("job1-") and uid == gid == 60001
+
+
+def test_grade_folder_reads_a_master_path_and_shows_progress_unless_told_not_to(tmp_path, monkeypatch, capsys):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "a.ipynb").write_text("{}")
+    master = _master(tmp_path, [("raw", "# BEGIN QUESTION\nname: q1"), ("raw", "# END QUESTION")], name="hw.ipynb")
+    monkeypatch.setattr(folder, "Grading", _FakeGrading)
+    folder.grade_folder(subs, master)
+    g = _FakeGrading.made[-1]
+    assert g.assignment.name == "hw" and [q.name for q in g.assignment.questions] == ["q1"]
+    assert "grading hw" in capsys.readouterr().err
+    folder.grade_folder(subs, str(master), progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_grade_folder_grades_one_at_a_time_unless_given_jobs(tmp_path, monkeypatch):
+    import threading
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for i in range(4):
+        (subs / f"{i}.ipynb").write_text("{}")
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    class Counting(_FakeGrading):
+        def grade(self, path):
+            with lock:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+            threading.Event().wait(0.05)
+            with lock:
+                state["now"] -= 1
+            return super().grade(path)
+
+    monkeypatch.setattr(folder, "Grading", Counting)
+    a = _two_questions()
+    folder.grade_folder(subs, a, progress=False)
+    assert state["most"] == 1
+    folder.grade_folder(subs, a, progress=False, jobs=0)
+    assert state["most"] == 1
