@@ -10,6 +10,7 @@ list) or a fake that records what the grader does; nothing starts a kernel or a 
 from __future__ import annotations
 
 import csv
+import math
 import io
 import json
 import re
@@ -2032,3 +2033,172 @@ def test_grade_folder_grades_one_at_a_time_unless_given_jobs(tmp_path, monkeypat
     assert state["most"] == 1
     folder.grade_folder(subs, a, progress=False, jobs=0)
     assert state["most"] == 1
+
+
+# ============================================================================ judges/welcome.py (notebook 00's judge)
+
+from metalib.grading.judges import welcome  # noqa: E402
+
+
+class _ScriptedRng:
+    """A random.Random stand-in: returns the given values in turn and records every call."""
+
+    def __init__(self, *values):
+        self.values, self.calls = list(values), []
+
+    def _next(self, name, *args):
+        self.calls.append((name, *args))
+        return self.values.pop(0)
+
+    def randint(self, a, b):
+        return self._next("randint", a, b)
+
+    def uniform(self, a, b):
+        return self._next("uniform", a, b)
+
+    def gauss(self, mu, sigma):
+        return self._next("gauss", mu, sigma)
+
+    def randrange(self, n):
+        return self._next("randrange", n)
+
+
+def test_welcome_probe_records_forbidden_calls_around_the_answer():
+    code = welcome._probe("torch.zeros(2, 3)")
+    assert code == common.RECORDER + ("z = torch.zeros(2, 3)\n"
+                                      "with _Recorder(('softmax', 'log_softmax', 'special_softmax')) as _rec:\n"
+                                      "    p = softmax(z)\n"
+                                      "result = {'p': p, 'called': list(_rec.called)}\n")
+    honest = {"torch": torch, "softmax": lambda z: (z - z.max(-1, keepdim=True).values).exp() /
+              (z - z.max(-1, keepdim=True).values).exp().sum(-1, keepdim=True)}
+    exec(code, honest)
+    assert honest["result"]["called"] == [] and torch.allclose(honest["result"]["p"], torch.full((2, 3), 1 / 3))
+    cheat = {"torch": torch, "softmax": lambda z: torch.nn.functional.log_softmax(z, -1).exp() + 0 * z.softmax(-1)}
+    exec(code, cheat)
+    assert cheat["result"]["called"] == ["log_softmax", "softmax"]
+
+
+def test_welcome_check_messages():
+    x = torch.tensor([[0.25, 0.75]], dtype=torch.float64)
+    check = welcome._softmax("softmax(z)", rtol=1e-5)
+    check({"p": x.float(), "called": []}, {"p": x})
+    _fails_check(check, x, {"p": x}, "the probe's measurement did not come back")
+    _fails_check(check, {"p": x, "called": "softmax"}, {"p": x}, "the probe's measurement did not come back")
+    _fails_check(check, {"p": x, "called": ["log_softmax", "softmax"]}, {"p": x},
+                 "`log_softmax` was called, but this exercise asks you not to use softmax / log_softmax / "
+                 "special_softmax: build softmax from exp and sum")
+    _fails_check(check, {"p": None, "called": []}, {"p": x}, f"softmax(z) is None: {common.NOTHING}")
+    _fails_check(check, {"called": []}, {"p": x}, f"softmax(z) is None: {common.NOTHING}")
+    with pytest.raises(AssertionError, match="^softmax\\(z\\)"):
+        check({"p": x + 1e-3, "called": []}, {"p": x})
+    welcome._softmax("s", rtol=0, atol=1e-2)({"p": x + 1e-3, "called": []}, {"p": x})     # atol reaches the values
+    with pytest.raises(AssertionError, match="should keep the dtype"):
+        welcome._softmax("s", rtol=1e-5, dtype=True)({"p": x.float(), "called": []}, {"p": x})
+    with pytest.raises(AssertionError, match="NaN/inf"):
+        welcome._softmax("s", rtol=1e-5, finite=True)({"p": x * float("inf"), "called": []}, {"p": x})
+
+
+def test_welcome_check_of_row_sums():
+    off = torch.tensor([[0.5, 0.5 + 2e-5]], dtype=torch.float64)   # within rtol 1e-4 of the expected, sums to 1 + 2e-5
+    loose = welcome._softmax("s", rtol=1e-4)
+    loose({"p": off, "called": []}, {"p": torch.tensor([[0.5, 0.5]], dtype=torch.float64)})
+    with pytest.raises(AssertionError, match=r"^row sums differs"):
+        welcome._softmax("s", rtol=1e-4, sums=True)({"p": off, "called": []},
+                                                   {"p": torch.tensor([[0.5, 0.5]], dtype=torch.float64)})
+    ok = torch.tensor([[0.5, 0.5 + 5e-6]], dtype=torch.float64)    # a row-sum error below 1e-5 passes
+    welcome._softmax("s", rtol=1e-4, sums=True)({"p": ok.float(), "called": []},
+                                               {"p": torch.tensor([[0.5, 0.5]], dtype=torch.float64)})
+
+
+def test_welcome_probes_draw_their_inputs_as_documented():
+    rng = _ScriptedRng(3, 4, 2, 6, 9, 7.1234, 2, 1.23456, -2.5, 1200.04, 2500.06, 1.111, -2.222, 4242)
+    probes = welcome.make_probes(rng)
+    assert rng.calls == [("randint", 3, 4), ("randint", 2, 6), ("randint", 2, 6), ("randint", 2, 6),
+                         ("randint", 5, 13), ("uniform", 5.0, 12.0), ("randint", 2, 9), ("gauss", 0, 4), ("gauss", 0, 4),
+                         ("uniform", 500, 3000), ("uniform", 500, 3000), ("uniform", -3, 3), ("uniform", -3, 3),
+                         ("randrange", 10**6)]
+    assert [(p.question, p.name, p.hidden) for p in probes] == [
+        ("q1", "test_softmax_matches_torch", False), ("q1", "test_softmax_is_stable", False),
+        ("q1", "test_softmax_any_shape", True), ("q1", "test_softmax_float64_and_1d", True),
+        ("q1", "test_softmax_large_logits_other_rows", True)]
+    assert [p.code for p in probes] == [welcome._probe(z) for z in (
+        "torch.randn(4, 7, generator=torch.Generator().manual_seed(0))",
+        "torch.tensor([[1000.0, 1001.0, 1002.0], [-1000.0, 0.0, 1000.0]])",
+        "7.123 * torch.randn((4, 2, 6, 9), generator=torch.Generator().manual_seed(4242))",
+        "torch.tensor([1.2346, -2.5], dtype=torch.float64)",
+        "torch.tensor([[1200.0, 1201.11, 1197.78], [-2500.1, 0.0, 2500.1]])")]
+    assert welcome.EPS32 == 2.0 ** -23 and welcome.FORBIDDEN == ("softmax", "log_softmax", "special_softmax")
+
+
+def _tolerance_edges(check, expected, rtol, atol):
+    """The check passes at half its tolerance and fails at twice it (on the largest entry)."""
+    bound = atol + rtol * expected.abs()
+    check({"p": expected + 0.5 * bound, "called": []}, {"p": expected})
+    with pytest.raises(AssertionError):
+        check({"p": expected + 2 * bound, "called": []}, {"p": expected})
+
+
+def test_welcome_probe_tolerances():
+    import random
+    probes = {p.name: p for p in welcome.make_probes(random.Random(5))}
+    e = torch.tensor([[0.2, 0.3, 0.5]], dtype=torch.float64)
+    _tolerance_edges(probes["test_softmax_matches_torch"].check, e, 1e-5, 1e-6)
+    _tolerance_edges(probes["test_softmax_is_stable"].check, e, welcome.EPS32 * 1002, 1e-6)
+    _tolerance_edges(probes["test_softmax_float64_and_1d"].check, e, 1e-10, 1e-12)
+    _tolerance_edges(probes["test_softmax_large_logits_other_rows"].check, e, welcome.EPS32 * 3100, 1e-6)
+    with pytest.raises(AssertionError, match="^softmax of a float64 vector should keep the dtype"):
+        probes["test_softmax_float64_and_1d"].check({"p": e.float(), "called": []}, {"p": e})
+    for name in ("test_softmax_is_stable", "test_softmax_any_shape", "test_softmax_large_logits_other_rows"):
+        with pytest.raises(AssertionError, match="NaN/inf"):
+            probes[name].check({"p": e * float("inf"), "called": []}, {"p": e})
+    any_shape = probes["test_softmax_any_shape"]
+    scale = float(any_shape.code.split("z = ")[1].split(" *")[0])
+    dims = any_shape.code.split("torch.randn((")[1].split(")")[0].count(",") + 1
+    msg = f"softmax of a {dims}-d tensor, over the last dimension"
+    with pytest.raises(AssertionError, match="^" + re.escape(msg)):
+        any_shape.check({"p": e + 1e-3, "called": []}, {"p": e})
+    _tolerance_edges(any_shape.check, torch.tensor([[0.5, 0.5]], dtype=torch.float64), welcome.EPS32 * scale * 6, 1e-6)
+
+
+def test_welcome_references_are_float64_softmax_over_the_last_dimension():
+    ref = welcome.references()["softmax"]
+    z = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
+    p = ref(z)
+    assert p.dtype == torch.float64
+    want = torch.tensor([[math.exp(1) / (math.exp(1) + math.exp(2)), math.exp(2) / (math.exp(1) + math.exp(2))],
+                         [1 / (1 + math.exp(2)), math.exp(2) / (1 + math.exp(2))]], dtype=torch.float64)
+    torch.testing.assert_close(p, want)
+    assert welcome.JUDGE.assignment == "00_welcome" and welcome.JUDGE.make_probes is welcome.make_probes
+    assert welcome.JUDGE.references is welcome.references
+
+
+def test_tensors_passes_its_options_down_to_nested_entries():
+    x = torch.tensor([1.0, 2.0])
+    nan64 = torch.tensor([float("nan"), 1.0], dtype=torch.float64)
+    both = common.tensors("out", finite=True, dtype=True)      # NaN/inf is reported before the dtype
+    nan_first = "has 1 NaN/inf entries out of 2"
+    for got, exp, where in [(nan64, x, "out"), ({"a": nan64}, {"a": x}, "out a"), ([nan64], [x], "out[0]")]:
+        _fails_check(both, got, exp, f"{where} {nan_first}")
+    _fails_check(common.tensors("out", dtype=True), nan64, x,
+                 "out should keep the dtype torch.float32, got torch.float64")      # finite is off by default
+    _fails_check(common.tensors("out", dtype=True), {"a": x.double()}, {"a": x},
+                 "out a should keep the dtype torch.float32, got torch.float64")
+    skip = common.tensors("out", skip=("echo",))
+    skip({"outer": {"v": x}}, {"outer": {"echo": 1, "v": x}})
+    skip([{"v": x}], [{"echo": 1, "v": x}])
+    common.tensors("n", atol=1e-2, rtol=0)(1.005, 1.0)         # plain numbers get the tolerances too
+    common.tensors("n", atol=0, rtol=1e-2)(1.005, 1.0)
+
+
+def test_gradescope_help_lines_read_exactly():
+    import contextlib
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        gradescope.main(["--help"])
+    lines = [" ".join(line.split()) for line in out.getvalue().splitlines()]
+    assert "build write a Gradescope autograder zip per master notebook" in lines
+    assert "run grade /autograder/submission (what run_autograder calls)" in lines
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        gradescope.main(["build", "--help"])
+    assert "names master notebook prefixes (default: all)" in [" ".join(line.split()) for line in out.getvalue().splitlines()]
