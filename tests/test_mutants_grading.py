@@ -2098,6 +2098,11 @@ def test_welcome_check_messages():
         welcome._softmax("s", rtol=1e-5, finite=True)({"p": x * float("inf"), "called": []}, {"p": x})
 
 
+def test_welcome_row_sums_are_over_the_last_dimension_of_any_shape():
+    e = torch.full((2, 1, 2), 0.5, dtype=torch.float64)
+    welcome._softmax("s", rtol=1e-4, sums=True)({"p": e, "called": []}, {"p": e})
+
+
 def test_welcome_check_of_row_sums():
     off = torch.tensor([[0.5, 0.5 + 2e-5]], dtype=torch.float64)   # within rtol 1e-4 of the expected, sums to 1 + 2e-5
     loose = welcome._softmax("s", rtol=1e-4)
@@ -2130,22 +2135,28 @@ def test_welcome_probes_draw_their_inputs_as_documented():
     assert welcome.EPS32 == 2.0 ** -23 and welcome.FORBIDDEN == ("softmax", "log_softmax", "special_softmax")
 
 
-def _tolerance_edges(check, expected, rtol, atol):
-    """The check passes at half its tolerance and fails at twice it (on the largest entry)."""
+def _tolerance_edges(check, expected, rtol, atol, name=None):
+    """The check passes just inside its tolerance atol + rtol |expected| and fails just outside it
+    (0.01% either way), with a message that starts with the probe's name."""
     bound = atol + rtol * expected.abs()
-    check({"p": expected + 0.5 * bound, "called": []}, {"p": expected})
-    with pytest.raises(AssertionError):
-        check({"p": expected + 2 * bound, "called": []}, {"p": expected})
+    check({"p": expected + (1 - 1e-4) * bound, "called": []}, {"p": expected})
+    with pytest.raises(AssertionError, match=None if name is None else "^" + re.escape(name) + " differs: "):
+        check({"p": expected + (1 + 1e-4) * bound, "called": []}, {"p": expected})
 
 
 def test_welcome_probe_tolerances():
     import random
     probes = {p.name: p for p in welcome.make_probes(random.Random(5))}
     e = torch.tensor([[0.2, 0.3, 0.5]], dtype=torch.float64)
-    _tolerance_edges(probes["test_softmax_matches_torch"].check, e, 1e-5, 1e-6)
-    _tolerance_edges(probes["test_softmax_is_stable"].check, e, welcome.EPS32 * 1002, 1e-6)
-    _tolerance_edges(probes["test_softmax_float64_and_1d"].check, e, 1e-10, 1e-12)
-    _tolerance_edges(probes["test_softmax_large_logits_other_rows"].check, e, welcome.EPS32 * 3100, 1e-6)
+    _tolerance_edges(probes["test_softmax_matches_torch"].check, e, 1e-5, 1e-6, "softmax(z)")
+    _tolerance_edges(probes["test_softmax_is_stable"].check, e, welcome.EPS32 * 1002, 1e-6,
+                     "softmax of large logits (subtract the row maximum before exp)")
+    _tolerance_edges(probes["test_softmax_float64_and_1d"].check, e, 1e-10, 1e-12, "softmax of a float64 vector")
+    _tolerance_edges(probes["test_softmax_large_logits_other_rows"].check, e, welcome.EPS32 * 3100, 1e-6,
+                     "softmax of other large logits (subtract the row maximum before exp)")
+    nan32 = torch.tensor([[float("nan"), 0.3, 0.5]])
+    with pytest.raises(AssertionError, match="should keep the dtype"):  # finite is off there: the dtype is named first
+        probes["test_softmax_float64_and_1d"].check({"p": nan32, "called": []}, {"p": e})
     with pytest.raises(AssertionError, match="^softmax of a float64 vector should keep the dtype"):
         probes["test_softmax_float64_and_1d"].check({"p": e.float(), "called": []}, {"p": e})
     for name in ("test_softmax_is_stable", "test_softmax_any_shape", "test_softmax_large_logits_other_rows"):
@@ -2157,13 +2168,27 @@ def test_welcome_probe_tolerances():
     msg = f"softmax of a {dims}-d tensor, over the last dimension"
     with pytest.raises(AssertionError, match="^" + re.escape(msg)):
         any_shape.check({"p": e + 1e-3, "called": []}, {"p": e})
-    _tolerance_edges(any_shape.check, torch.tensor([[0.5, 0.5]], dtype=torch.float64), welcome.EPS32 * scale * 6, 1e-6)
+    _tolerance_edges(any_shape.check, torch.tensor([[0.5, 0.5]], dtype=torch.float64), welcome.EPS32 * scale * 6, 1e-6,
+                     msg)
+
+
+def test_welcome_any_shape_probe_also_checks_the_row_sums():
+    """Every entry within its tolerance, yet rows that no longer sum to 1 (13 entries, each almost atol +
+    rtol |p| too large: 13e-6 + rtol in all, past the row sums' 1e-5 + 1e-5): the any-shape check fails them."""
+    rng = _ScriptedRng(3, 2, 3, 4, 13, 12.0, 2, 0.5, 0.5, 1000.0, 1000.0, 0.0, 0.0, 7)
+    any_shape = {p.name: p for p in welcome.make_probes(rng)}["test_softmax_any_shape"]
+    e = torch.full((2, 3, 4, 13), 1 / 13, dtype=torch.float64)
+    bound = 1e-6 + welcome.EPS32 * 12.0 * 6 * e
+    any_shape.check({"p": e + 0.2 * bound, "called": []}, {"p": e})
+    with pytest.raises(AssertionError, match=r"^row sums differs"):
+        any_shape.check({"p": e + 0.99 * bound, "called": []}, {"p": e})
 
 
 def test_welcome_references_are_float64_softmax_over_the_last_dimension():
     ref = welcome.references()["softmax"]
     z = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
     p = ref(z)
+    torch.testing.assert_close(ref(torch.stack([z, z, z])), torch.stack([p, p, p]))  # over the last dimension of 3-d
     assert p.dtype == torch.float64
     want = torch.tensor([[math.exp(1) / (math.exp(1) + math.exp(2)), math.exp(2) / (math.exp(1) + math.exp(2))],
                          [1 / (1 + math.exp(2)), math.exp(2) / (1 + math.exp(2))]], dtype=torch.float64)
@@ -2202,3 +2227,16 @@ def test_gradescope_help_lines_read_exactly():
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         gradescope.main(["build", "--help"])
     assert "names master notebook prefixes (default: all)" in [" ".join(line.split()) for line in out.getvalue().splitlines()]
+
+
+def test_welcome_finite_probes_report_nan_before_a_wrong_shape():
+    import random
+    probes = {p.name: p for p in welcome.make_probes(random.Random(3))}
+    e = torch.tensor([[0.2, 0.3, 0.5]], dtype=torch.float64)
+    bad = torch.tensor([float("nan"), 1.0])                       # NaN, and the wrong shape too
+    for name in ("test_softmax_is_stable", "test_softmax_any_shape", "test_softmax_large_logits_other_rows"):
+        with pytest.raises(AssertionError, match=r" has 1 NaN/inf entries out of 2$"):
+            probes[name].check({"p": bad, "called": []}, {"p": e})
+    for name in ("test_softmax_matches_torch", "test_softmax_float64_and_1d"):
+        with pytest.raises(AssertionError, match=r" has shape \(2,\), expected \(1, 3\)$"):
+            probes[name].check({"p": bad.double(), "called": []}, {"p": e})
