@@ -2,7 +2,8 @@
 grading tests (tests/test_grading.py runs notebooks in sandboxed kernels and takes minutes, far too long
 to run per mutant): report rendering and escaping, tolerant notebook reading, the guard and stub rewrites,
 the judge's comparisons, master parsing, reference detection, the sandbox command, the folder's scoring
-and result reading, and Gradescope's results.
+and result reading, Gradescope's results and CLI, the runner's notebook assembly, and of judges/ the shared
+checks (common.py) and notebook 00's judge (welcome.py): its draws, messages and tolerances.
 
 Every check is against a value written out by hand (an expected report line, a CSV row, a bwrap argument
 list) or a fake that records what the grader does; nothing starts a kernel or a sandbox.
