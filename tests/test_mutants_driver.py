@@ -140,3 +140,11 @@ def test_only_runs_the_matching_mutants_and_then_just_those_not_detected(tmp_pat
     assert len(calls) == 2  # everything matched is detected: mutmut is not run
     assert drv.selected(["a.b", "a.c", "b.b"], ["a.*", "*.b"]) == ["a.b", "a.c", "b.b"]
     assert drv.selected(["a.b"], None) == ["a.b"] and drv.selected(["a.b"], ["A.*"]) == []
+
+
+def test_diffs_of_thousands_of_mutants_do_not_overflow_the_command_line(tmp_path, capsys):
+    """grading/ leaves thousands of judges' mutants undetected: their names once went in one argument
+    (OSError: Argument list too long). In an empty workspace every diff fails: {} and a message, no crash."""
+    names = [f"metalib.grading.judges.supervised.x_make_probes__mutmut_{i}" for i in range(5000)]
+    assert drv.mutant_diffs(tmp_path, names) == {}
+    assert "could not read the mutants' diffs" in capsys.readouterr().out

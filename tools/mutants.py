@@ -215,7 +215,7 @@ _DIFFS = """
 import json, sys
 from pathlib import Path
 from mutmut.mutation.diff_apply import get_diff_for_mutant
-out = {n: get_diff_for_mutant(n, path=Path(p)) for n, p in json.loads(sys.argv[1]).items()}
+out = {n: get_diff_for_mutant(n, path=Path(p)) for n, p in json.loads(sys.stdin.read()).items()}
 print(json.dumps(out))
 """
 
@@ -229,7 +229,8 @@ def mutant_diffs(ws: Path, names: list[str]) -> dict[str, str]:
     """name -> the mutant's changed lines (``-`` original, ``+`` mutant), in one mutmut call."""
     if not names:
         return {}
-    proc = subprocess.run([sys.executable, "-c", _DIFFS, json.dumps({n: mutant_source(n) for n in names})],
+    # the names go through stdin: thousands of them (grading/) overflow a command-line argument
+    proc = subprocess.run([sys.executable, "-c", _DIFFS], input=json.dumps({n: mutant_source(n) for n in names}),
                           cwd=ws, env=_env(), text=True, capture_output=True, check=False)
     if proc.returncode != 0:
         print(f"could not read the mutants' diffs: {proc.stderr.strip()[-500:]}")
