@@ -106,3 +106,45 @@ def test_results_are_read_from_mutmuts_files_for_the_module_only(tmp_path):
         P + "1": "killed", P + "2": "survived", P + "3": "no tests", P + "4": "timeout", P + "5": "not checked",
         P + "6": "suspicious"}
     assert drv.mutant_source("metalib.rl.rl2.xǁRL2ǁact__mutmut_3") == "metalib/rl/rl2.py"
+
+
+def test_only_runs_the_matching_mutants_and_then_just_those_not_detected(tmp_path, monkeypatch):
+    """``--only``: the first run names the patterns; a later run names the undetected matches only (mutmut
+    reruns every mutant named), and none at all when every match is detected; the report keeps the matches."""
+    G = "metalib.grading."
+    meta = tmp_path / "mutants" / "metalib" / "grading" / "report.py.meta"
+    meta.parent.mkdir(parents=True)
+    codes = {G + "report.x_md__mutmut_1": None, G + "report.x_md__mutmut_2": None,
+             G + "judges.common.x_f__mutmut_1": None}
+    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    calls = []
+
+    def fake_mutmut(ws, *args):
+        calls.append(args[3:])
+        return drv.subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(drv, "prepare_workspace", lambda module, fresh: tmp_path)
+    monkeypatch.setattr(drv, "mutmut", fake_mutmut)
+    monkeypatch.setattr(drv, "mutant_diffs", lambda ws, names: {n: "" for n in names})
+    only = [G + "report.*"]
+    r = drv.run_module("grading/", only=only)
+    assert calls == [tuple(only)] and r.module == f"grading/ ({G}report.*)"
+    assert r.status == {G + "report.x_md__mutmut_1": "not checked", G + "report.x_md__mutmut_2": "not checked"}
+    meta.write_text(json.dumps({"exit_code_by_key": {**codes, G + "report.x_md__mutmut_1": 1,
+                                                     G + "report.x_md__mutmut_2": 0}}))
+    drv.run_module("grading/", only=only)
+    assert calls[-1] == (G + "report.x_md__mutmut_2",)
+    meta.write_text(json.dumps({"exit_code_by_key": {**codes, G + "report.x_md__mutmut_1": 1,
+                                                     G + "report.x_md__mutmut_2": 1}}))
+    drv.run_module("grading/", only=only)
+    assert len(calls) == 2  # everything matched is detected: mutmut is not run
+    assert drv.selected(["a.b", "a.c", "b.b"], ["a.*", "*.b"]) == ["a.b", "a.c", "b.b"]
+    assert drv.selected(["a.b"], None) == ["a.b"] and drv.selected(["a.b"], ["A.*"]) == []
+
+
+def test_diffs_of_thousands_of_mutants_do_not_overflow_the_command_line(tmp_path, capsys):
+    """grading/ leaves thousands of judges' mutants undetected: their names once went in one argument
+    (OSError: Argument list too long). In an empty workspace every diff fails: {} and a message, no crash."""
+    names = [f"metalib.grading.judges.supervised.x_make_probes__mutmut_{i}" for i in range(5000)]
+    assert drv.mutant_diffs(tmp_path, names) == {}
+    assert "could not read the mutants' diffs" in capsys.readouterr().out

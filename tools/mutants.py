@@ -18,11 +18,17 @@ code changes so that the line no longer matches, the entry is reported stale and
 score = (killed + timeout) / (mutants - equivalent); "no tests" (no selected test calls the
 function) and "other" (suspicious, segfault, not checked) count as undetected.
 
-Run: ``OMP_NUM_THREADS=1 nice -n 19 python tools/mutants.py [MODULE ...] [--fresh] [--list]``
+``--only PATTERN`` (repeatable) restricts a run and its score to the mutants whose names match the
+fnmatch pattern, e.g. ``grading/ --only 'metalib.grading.report.*'``: for a package too large to test
+whole in one sitting (``grading/`` has ~10,000 mutants, most in the per-notebook ``judges/``); the
+report's row names the patterns.
+
+Run: ``OMP_NUM_THREADS=1 nice -n 19 python tools/mutants.py [MODULE ...] [--fresh] [--list] [--only PATTERN]``
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -53,12 +59,35 @@ TARGETS: dict[str, list[str]] = {
     "rl/rl2.py": ["tests/test_rl2.py"],
     "rl/baselines.py": ["tests/test_rl_baselines.py"],
     "rl/maml_rl.py": ["tests/test_maml_rl.py"],
-    "grading/": ["tests/test_grading.py"],
+    # grading/: the in-process tests only (see DESELECT); tests/test_mutants_grading.py calls the modules directly
+    "grading/": ["tests/test_grading.py", "tests/test_grading_sandbox.py", "tests/test_judges.py", "tests/test_guard.py",
+                 "tests/test_pyast.py", "tests/test_gradescope.py"],
 }
 # Tests left out of a module's mutation run: learning tests that take minutes per mutant at nice 19 on
 # 2 cores (the module's fast tests in tests/test_mutants_<name>.py stand in for them; CI still runs them).
 DESELECT: dict[str, list[str]] = {
     "rl/rl2.py": ["tests/test_rl2.py::test_a2c_learns_a_dependent_bandit"],
+    # grading: tests that grade whole folders of notebooks in sandboxed kernels (13 s to 150 s each, measured
+    # with --durations; several share a module fixture that grades a corpus for ~140 s)
+    "grading/": [*(f"tests/test_grading.py::{t}" for t in (
+                     "test_corpus_has_every_kind_of_broken_submission", "test_each_broken_submission_scores_as_expected",
+                     "test_careless_but_honest_submissions_get_full_marks",
+                     "test_grading_leaves_the_submissions_untouched_and_writes_reports",
+                     "test_reference_implementation_is_flagged_and_scored_zero",
+                     "test_autograder_zip_full_marks_for_solutions_zero_for_blank",
+                     "test_every_single_test_fails_on_the_blank_00")),
+                 *(f"tests/test_grading_sandbox.py::{t}" for t in (
+                     "test_each_attack_is_graded_as_an_honest_grader_would", "test_every_single_test_fails_on_the_blank_06",
+                     "test_nothing_outside_the_output_folder_changes", "test_grading_without_sandbox_says_it_is_not_isolated",
+                     "test_every_single_test_fails_on_the_blank_notebook",
+                     "test_honest_full_marks_and_patched_checks_nothing")),
+                 "tests/test_judges.py::test_honest_blank_and_tampered_submissions",
+                 "tests/test_gradescope.py::test_gradescope_zip_installs_itself_and_grades_full_marks_and_zero"],
+}
+# Project folders besides metalib/ and tests/ that a module's tests read through metalib's own paths
+# (metalib.assignments.SOLUTIONS = <package>/../solutions): copied beside the mutated package.
+PROJECT_FOLDERS: dict[str, list[str]] = {
+    "grading/": ["solutions", "notebooks"],
 }
 DETECTED = ("killed", "timeout")
 TIMEOUT_CONSTANT_S, TIMEOUT_MULTIPLIER = 20.0, 10.0
@@ -106,7 +135,7 @@ def workspace_config(module: str, root: Path = ROOT) -> str:
     mutmut = {
         "source_paths": ["metalib"],
         "only_mutate": [mutate_pattern(module)],
-        "also_copy": ["conftest.py"],
+        "also_copy": ["conftest.py", *PROJECT_FOLDERS.get(module, [])],
         "pytest_add_cli_args_test_selection": tests_for(module, root),
         "pytest_add_cli_args": ["-m", "not slow", "-p", "no:cacheprovider",
                                 *(f"--deselect={test}" for test in DESELECT.get(module, []))],
@@ -128,7 +157,7 @@ def prepare_workspace(module: str, fresh: bool) -> Path:
     if fresh and ws.exists():
         shutil.rmtree(ws)
     ws.mkdir(parents=True, exist_ok=True)
-    for name in ("metalib", "tests", "conftest.py"):
+    for name in ("metalib", "tests", "conftest.py", *PROJECT_FOLDERS.get(module, [])):
         link = ws / name
         if not link.is_symlink():
             link.symlink_to(ROOT / name)
@@ -186,7 +215,7 @@ _DIFFS = """
 import json, sys
 from pathlib import Path
 from mutmut.mutation.diff_apply import get_diff_for_mutant
-out = {n: get_diff_for_mutant(n, path=Path(p)) for n, p in json.loads(sys.argv[1]).items()}
+out = {n: get_diff_for_mutant(n, path=Path(p)) for n, p in json.loads(sys.stdin.read()).items()}
 print(json.dumps(out))
 """
 
@@ -200,7 +229,8 @@ def mutant_diffs(ws: Path, names: list[str]) -> dict[str, str]:
     """name -> the mutant's changed lines (``-`` original, ``+`` mutant), in one mutmut call."""
     if not names:
         return {}
-    proc = subprocess.run([sys.executable, "-c", _DIFFS, json.dumps({n: mutant_source(n) for n in names})],
+    # the names go through stdin: thousands of them (grading/) overflow a command-line argument
+    proc = subprocess.run([sys.executable, "-c", _DIFFS], input=json.dumps({n: mutant_source(n) for n in names}),
                           cwd=ws, env=_env(), text=True, capture_output=True, check=False)
     if proc.returncode != 0:
         print(f"could not read the mutants' diffs: {proc.stderr.strip()[-500:]}")
@@ -209,20 +239,37 @@ def mutant_diffs(ws: Path, names: list[str]) -> dict[str, str]:
             for n, d in json.loads(proc.stdout).items()}
 
 
-def run_module(module: str, fresh: bool = False) -> "ModuleResult":
+def selected(names, only: list[str] | None):
+    """The mutant names that match one of the fnmatch patterns ``only`` (all of them when None)."""
+    return [n for n in names if only is None or any(fnmatch.fnmatchcase(n, pat) for pat in only)]
+
+
+def run_module(module: str, fresh: bool = False, only: list[str] | None = None) -> "ModuleResult":
+    """Mutation-test ``module``; ``only`` (fnmatch patterns of mutant names, e.g. ``metalib.grading.report.*``)
+    restricts the run and the result to part of a module too large to test whole."""
     start = time.time()
     ws = prepare_workspace(module, fresh)
     before = read_results(ws, module) if (ws / "mutants").is_dir() else {}
-    proc = mutmut(ws, "run", "--max-children", "1")
+    before = {k: before[k] for k in selected(before, only)}
+    if only is None:
+        proc = mutmut(ws, "run", "--max-children", "1")
+        retry = [k for k, v in before.items() if v not in DETECTED]
+    else:  # mutmut reruns every mutant named on its command line: name only those not detected yet
+        undetected = [k for k, v in before.items() if v not in DETECTED]
+        fresh_run = all(v == "not checked" for v in before.values())
+        proc = mutmut(ws, "run", "--max-children", "1", *(only if fresh_run else undetected)) \
+            if fresh_run or undetected else subprocess.CompletedProcess([], 0)
+        retry = []
     if proc.returncode != 0:
         raise SystemExit(f"mutmut failed on {module} (exit {proc.returncode}); see its output above, "
                          f"and run `cd {ws} && python -m mutmut run` to reproduce")
-    retry = [k for k, v in before.items() if v not in DETECTED]
     if retry:  # cached verdicts stand in mutmut; retest what survived so that new tests count
         mutmut(ws, "run", "--max-children", "1", *retry)
     status = read_results(ws, module)
+    status = {k: status[k] for k in selected(status, only)}
     diffs = mutant_diffs(ws, [k for k, v in status.items() if v not in DETECTED])
-    return ModuleResult(module, status, diffs, time.time() - start)
+    label = module if only is None else f"{module} ({', '.join(only)})"
+    return ModuleResult(label, status, diffs, time.time() - start)
 
 
 # ---------------------------------------------------------------- scoring and the report
@@ -298,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("modules", nargs="*", help=f"modules under metalib/ (default: all): {' '.join(TARGETS)}")
     ap.add_argument("--fresh", action="store_true", help="discard the modules' cached results first")
     ap.add_argument("--list", action="store_true", help="print each module's test files and exit")
+    ap.add_argument("--only", action="append", metavar="PATTERN",
+                    help="test and score only the mutants whose names match this fnmatch pattern (repeatable), "
+                         "e.g. 'metalib.grading.report.*': a part of a module too large to test whole")
     ap.add_argument("--out", type=Path, default=WORK / "report.md", help="also write the report here")
     args = ap.parse_args(argv)
     modules = [m.removeprefix("metalib/") for m in args.modules] or list(TARGETS)
@@ -312,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for m in modules:
         print(f"== mutation testing metalib/{m} against {' '.join(tests_for(m))}", flush=True)
-        results.append(run_module(m, fresh=args.fresh))
+        results.append(run_module(m, fresh=args.fresh, only=args.only))
     report = render(results, equivalent)
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
