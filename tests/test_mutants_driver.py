@@ -148,3 +148,14 @@ def test_diffs_of_thousands_of_mutants_do_not_overflow_the_command_line(tmp_path
     names = [f"metalib.grading.judges.supervised.x_make_probes__mutmut_{i}" for i in range(5000)]
     assert drv.mutant_diffs(tmp_path, names) == {}
     assert "could not read the mutants' diffs" in capsys.readouterr().out
+
+
+def test_a_package_also_selects_its_per_part_mutant_test_files(tmp_path):
+    """grading/ picks up tests/test_mutants_grading_*.py (one file per judge); a module does not glob, so
+    maml.py does not pull in test_mutants_maml_gradient.py."""
+    (tmp_path / "tests").mkdir()
+    for name in ("test_mutants_grading.py", "test_mutants_grading_judges_maml.py", "test_mutants_maml_gradient.py"):
+        (tmp_path / "tests" / name).write_text("")
+    got = drv.tests_for("grading/", tmp_path)
+    assert got[-2:] == ["tests/test_mutants_grading.py", "tests/test_mutants_grading_judges_maml.py"], got
+    assert "tests/test_mutants_maml_gradient.py" not in drv.tests_for("maml.py", tmp_path)

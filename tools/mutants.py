@@ -61,7 +61,7 @@ TARGETS: dict[str, list[str]] = {
     "rl/maml_rl.py": ["tests/test_maml_rl.py"],
     # grading/: the in-process tests only (see DESELECT); tests/test_mutants_grading.py calls the modules directly
     "grading/": ["tests/test_grading.py", "tests/test_grading_sandbox.py", "tests/test_judges.py", "tests/test_guard.py",
-                 "tests/test_pyast.py", "tests/test_gradescope.py"],
+                 "tests/test_pyast.py", "tests/test_gradescope.py", "tests/test_nbexec.py"],
 }
 # Tests left out of a module's mutation run: learning tests that take minutes per mutant at nice 19 on
 # 2 cores (the module's fast tests in tests/test_mutants_<name>.py stand in for them; CI still runs them).
@@ -100,11 +100,16 @@ def slug(module: str) -> str:
 
 
 def tests_for(module: str, root: Path = ROOT) -> list[str]:
-    """The module's test files, plus ``tests/test_mutants_<slug>.py`` when it exists."""
+    """The module's test files, plus ``tests/test_mutants_<slug>.py`` when it exists, and for a package
+    (``grading/``) also ``tests/test_mutants_<slug>_*.py`` (one file per part, e.g.
+    ``tests/test_mutants_grading_judges_maml.py``)."""
     tests = list(TARGETS[module])
-    extra = f"tests/test_mutants_{slug(module)}.py"
-    if (root / extra).exists() and extra not in tests:
-        tests.append(extra)
+    extras = [f"tests/test_mutants_{slug(module)}.py"]
+    if module.endswith("/"):
+        extras += sorted(p.relative_to(root).as_posix() for p in root.glob(f"tests/test_mutants_{slug(module)}_*.py"))
+    for extra in extras:
+        if (root / extra).exists() and extra not in tests:
+            tests.append(extra)
     return tests
 
 
