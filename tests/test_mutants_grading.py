@@ -1256,7 +1256,7 @@ from metalib.grading import runner  # noqa: E402
 
 
 class _FakeClient:
-    """nbclient.NotebookClient stand-in: records its settings, 'runs' by attaching the outputs given."""
+    """nbexec.SlicedNotebookClient (an nbclient.NotebookClient) stand-in: records its settings, 'runs' by attaching the outputs given."""
     made = []
     outputs: dict = {}
     raises = None
@@ -1277,8 +1277,8 @@ def _error(ename, evalue):
 
 
 def test_execute_builds_the_notebook_and_reports_cell_errors(tmp_path, monkeypatch):
-    import nbclient
-    monkeypatch.setattr(nbclient, "NotebookClient", _FakeClient)
+    from metalib.grading import nbexec
+    monkeypatch.setattr(nbexec, "SlicedNotebookClient", _FakeClient)  # the client runner.execute uses
     monkeypatch.setattr(_FakeClient, "outputs", {1: [{"output_type": "stream", "text": "hi"}, _error("E1", "v" * 400),
                                                      _error("E2", "second")],
                                                  3: [_error("ZeroDivisionError", "division by zero")],
@@ -1309,9 +1309,10 @@ def test_execute_builds_the_notebook_and_reports_cell_errors(tmp_path, monkeypat
 
 
 def test_execute_reports_a_dead_kernel_or_a_failed_client(tmp_path, monkeypatch):
-    import nbclient
     from nbclient.exceptions import DeadKernelError
-    monkeypatch.setattr(nbclient, "NotebookClient", _FakeClient)
+
+    from metalib.grading import nbexec
+    monkeypatch.setattr(nbexec, "SlicedNotebookClient", _FakeClient)
     monkeypatch.setattr(_FakeClient, "outputs", {1: [_error("MemoryError", "")]})
     job = {"cells": ["x"], "timeout": 1, "questions": []}
     monkeypatch.setattr(_FakeClient, "raises", DeadKernelError("k" * 300))
