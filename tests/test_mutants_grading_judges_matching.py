@@ -180,6 +180,10 @@ def test_number_and_set_checks():
     _fails(pub, {"type": "set", "items": ["fewer"]}, e, "['fewer'] are not among the names ['more_shots_help', "
                                                         "'more_shots_hurt', 'more_ways_help', 'more_ways_hurt']")
     _fails(pub, {"type": "list", "items": []}, e, "grid_trends() should return a set of names, got list")
+    _fails(right, {"type": "tuple", "items": []}, e, "grid_trends() should return a set of names, got tuple")
+    _fails(right, {"type": "set", "items": ["more_shots_help", "more_shots_hurt"]}, e,
+           "more shots cannot both help and hurt")
+    _fails(right, {"type": "set", "items": ["more_ways_help", "more_ways_hurt"]}, e, "more ways cannot both help and hurt")
     _fails(right, {"type": "set", "items": ["more_shots_help"]}, e,
            "more shots add more terms of the right class to the attention sum (evidence); more ways add more "
            "competitors for the attention (a harder task)")
