@@ -483,3 +483,44 @@ def test_reference_meta_objective_and_numbers():
     assert set(refs) == {"sample_episode", "meta_objective", "pooled_slope", "newton_step"}
     assert sv.JUDGE.assignment == "01_supervised_meta_learning" and sv.JUDGE.make_probes is sv.make_probes
     assert sv.JUDGE.references is sv.references
+
+
+def test_drawings_used_once_are_enough():
+    images = _coded(3, 6)
+    sv._drawings([_ep(images, [0, 1], [[0], [3]], [[1, 2], [4, 5]])], 3, 6)     # every drawing used exactly once
+
+
+def test_generator_checks_the_coded_episodes_against_12_classes():
+    images = _coded(4, 5)
+    a = _ep(images, [0, 1], [[0], [1]], [[2, 3], [0, 4]])
+    c = _ep(images, [2, 1], [[0], [1]], [[2, 3], [0, 4]])
+    outside = _ep(_coded(13, 12), [12, 0], [[0], [1]], [[1, 2], [0, 2]])      # class 12 is not among the 12 classes
+    _fails(sv._generator, {"a": a, "b": a, "c": c, "coded": _all_drawings() + [outside]}, None,
+           "x_support[0] is not one of the split's images scaled to [0, 1] (divide the uint8 images by 255)")
+
+
+def test_uniform_reads_the_first_pixel_and_clamps_both_ends():
+    e = {"classes": 5, "step": 30}
+    xs = torch.zeros(2, 1, 4, 4)
+    xs[0, 0, 0, 0], xs[1, 0, 0, 0] = 4 * 30 / 255, 3 * 30 / 255      # the class is read from pixel (0, 0) only
+    _fails(sv._uniform, [xs], e, "every class should be picked about equally often (0 times each over 1 2-way "
+                                 "episodes), got counts [0, 0, 0, 1, 1]")
+    neg = torch.full((2, 1, 4, 4), -0.5)                             # below the first class: counted as class 0
+    _fails(sv._uniform, [neg], e, "every class should be picked about equally often (0 times each over 1 2-way "
+                                  "episodes), got counts [2, 0, 0, 0, 0]")
+    full = (torch.tensor([200.0, 201.0]) / 255).view(2, 1, 1, 1).expand(2, 1, 4, 4)   # step 1: 256 classes
+    want = [0] * 256
+    want[200] = want[201] = 1
+    _fails(sv._uniform, [full], {"classes": 256, "step": 1},
+           f"every class should be picked about equally often (0 times each over 1 2-way episodes), got counts {want}")
+
+
+def test_public_bad_sizes_probe_names_its_cases():
+    probe = {p.name: p for p in sv.make_probes(random.Random(0))}["test_episode_rejects_bad_sizes"]
+    e = {"shape": (4, 20, 28, 28)}
+    probe.check(["ValueError", "ValueError"], e)
+    _fails(probe.check, ["nothing", "ValueError"], e,
+           "sample_episode(images (4, 20, 28, 28), n_way, k_shot, n_query=(5, 1, 1)) should raise ValueError, returned")
+    _fails(probe.check, ["ValueError", "KeyError"], e,
+           "sample_episode(images (4, 20, 28, 28), n_way, k_shot, n_query=(2, 15, 6)) should raise ValueError, "
+           "raised KeyError")
