@@ -224,8 +224,8 @@ def test_uniform():
 
 
 def test_bad_sizes_messages():
-    check = sv._bad_sizes([(5, 1, 1), (2, 15, 6)])
-    e = {"shape": (4, 20, 28, 28)}
+    check = sv._bad_sizes([(5, 1, 1), (2, 15, 6)], (4, 20, 28, 28))
+    e = ["ValueError", "ValueError"]  # what the references return
     check(["ValueError", "ValueError"], e)
     _fails(check, ["ValueError", "nothing"], e,
            "sample_episode(images (4, 20, 28, 28), n_way, k_shot, n_query=(2, 15, 6)) should raise ValueError, returned")
@@ -237,9 +237,9 @@ def test_bad_sizes_messages():
            "raised None")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="bug: the probes' expected value is the reference's list "
-                   "of outcomes, which has no 'shape' key, so a failing student gets a TypeError instead of the hint")
 def test_bad_sizes_probe_fails_with_its_message():
+    """Regression: the probes' expected value is the references' list of outcomes, which has no 'shape' key; the
+    check once read expected['shape'], so a failing student got a TypeError instead of this hint."""
     from metalib.grading.judge import expected_value
     probe = {p.name: p for p in sv.make_probes(random.Random(0))}["test_episode_rejects_bad_sizes"]
     _fails(probe.check, ["ValueError", "nothing"], expected_value(probe, sv.references()),

@@ -121,11 +121,12 @@ def _uniform(got, expected) -> None:
                              f"over {len(got)} 2-way episodes), got counts {counts.long().tolist()}")
 
 
-def _bad_sizes(cases: list):
+def _bad_sizes(cases: list, shape: tuple):
+    """``shape``: the images' shape in the probe (its expected value is the references' outcomes, a list)."""
     def check(got, expected):
         for args, outcome in zip(cases, got if isinstance(got, list) else [None] * len(cases)):
             if outcome != "ValueError":
-                raise AssertionError(f"sample_episode(images {expected['shape']}, n_way, k_shot, n_query={args}) "
+                raise AssertionError(f"sample_episode(images {shape}, n_way, k_shot, n_query={args}) "
                                      f"should raise ValueError, {'returned' if outcome == 'nothing' else 'raised'} "
                                      f"{'' if outcome == 'nothing' else outcome}".rstrip())
     return check
@@ -214,7 +215,7 @@ def make_probes(rng: random.Random) -> list[Probe]:
         Probe("q1", "test_episode_rejects_bad_sizes", False, HEAD + (
             "images = torch.zeros(4, 20, 28, 28, dtype=torch.uint8)\n"
             "result = [_raises(sample_episode, images, *a, G(0)) for a in ((5, 1, 1), (2, 15, 6))]\n"),
-              check=_bad_sizes([(5, 1, 1), (2, 15, 6)])),
+              check=_bad_sizes([(5, 1, 1), (2, 15, 6)], (4, 20, 28, 28))),
         Probe("q1", "test_episode_other_sizes", True, HEAD + _images(c, 20, h, rng.randrange(10**6)) + (
             f"result = {{'images': images, 'tasks': [_ep(sample_episode(images, n, k, q, G(s))) for (n, k, q), s in "
             f"zip({sizes}, {[rng.randrange(10**6) for _ in sizes]})]}}\n"), check=_valid(sizes)),
@@ -234,7 +235,7 @@ def make_probes(rng: random.Random) -> list[Probe]:
         Probe("q1", "test_episode_rejects_other_bad_sizes", True, HEAD + (
             f"images = torch.zeros({c}, 20, 8, 8, dtype=torch.uint8)\n"
             f"result = [_raises(sample_episode, images, *a, G(0)) for a in {bad}]\n"),
-              check=_bad_sizes(bad)),
+              check=_bad_sizes(bad, (c, 20, 8, 8))),
         # q2: the meta-objective, its value and its gradient
         Probe("q2", "test_meta_objective_value_and_gradient", False,
               _linear(0, 3, 4, 6, [1.0, -2.0, 3.0], 0.3, 0.5, 1.0), check=_objective),
