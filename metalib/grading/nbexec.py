@@ -55,9 +55,8 @@ class SlicedNotebookClient(NotebookClient):
 
     async def async_start_new_kernel_client(self):
         kc = await super().async_start_new_kernel_client()
-        for channel in (kc.shell_channel, kc.iopub_channel):
-            if not hasattr(channel.get_msg, "__wrapped__"):
-                channel.get_msg = sliced(channel.get_msg)
+        for channel in (kc.shell_channel, kc.iopub_channel):  # a new client's channels: wrapped once
+            channel.get_msg = sliced(channel.get_msg)
         return kc
 
     # nbclient's synchronous wrapper was bound to the base class's coroutine; rebind it to this one
