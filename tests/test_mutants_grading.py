@@ -26,6 +26,7 @@ from metalib.grading import assignment as asg
 from metalib.grading.assignment import Assignment, Question, defined_functions
 from metalib.grading.folder import StudentResult
 from metalib.grading.judge import NOT_AVAILABLE, Judge, Probe, compare, expected_value, judge_for, load_output, stub_source
+from judge_fakes import ScriptedRng as _ScriptedRng, fails as _fails_check  # noqa: E402
 
 
 # ============================================================================ report.py
@@ -1553,12 +1554,6 @@ def test_nothing_names_an_unfinished_answer():
         common.nothing(None, "f(1)")
 
 
-def _fails_check(check, got, expected, message):
-    with pytest.raises(AssertionError) as err:
-        check(got, expected)
-    assert str(err.value) == message, str(err.value)
-
-
 def test_tensors_walks_dicts_lists_and_tensors():
     x = torch.tensor([1.0, 2.0])
     check = common.tensors("out")
@@ -2040,29 +2035,6 @@ def test_grade_folder_grades_one_at_a_time_unless_given_jobs(tmp_path, monkeypat
 # ============================================================================ judges/welcome.py (notebook 00's judge)
 
 from metalib.grading.judges import welcome  # noqa: E402
-
-
-class _ScriptedRng:
-    """A random.Random stand-in: returns the given values in turn and records every call."""
-
-    def __init__(self, *values):
-        self.values, self.calls = list(values), []
-
-    def _next(self, name, *args):
-        self.calls.append((name, *args))
-        return self.values.pop(0)
-
-    def randint(self, a, b):
-        return self._next("randint", a, b)
-
-    def uniform(self, a, b):
-        return self._next("uniform", a, b)
-
-    def gauss(self, mu, sigma):
-        return self._next("gauss", mu, sigma)
-
-    def randrange(self, n):
-        return self._next("randrange", n)
 
 
 def test_welcome_probe_records_forbidden_calls_around_the_answer():

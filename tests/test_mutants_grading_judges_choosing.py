@@ -15,29 +15,7 @@ from metalib.grading.judge import expected_value, judge_for
 from metalib.grading.judges import choosing as cj
 from metalib.grading.judges import common
 from metalib.tasks import Task
-
-
-class _ScriptedRng:
-    """A random.Random stand-in: returns the given values in turn and records every call."""
-
-    def __init__(self, *values):
-        self.values, self.calls = list(values), []
-
-    def _next(self, name, *args):
-        self.calls.append((name, *args))
-        return self.values.pop(0)
-
-    def randint(self, a, b):
-        return self._next("randint", a, b)
-
-    def randrange(self, n):
-        return self._next("randrange", n)
-
-
-def _fails(check, got, expected, message):
-    with pytest.raises(AssertionError) as err:
-        check(got, expected)
-    assert str(err.value) == message, str(err.value)
+from judge_fakes import ScriptedRng as _ScriptedRng, fails as _fails  # noqa: E402
 
 
 def _run(code, **overrides):

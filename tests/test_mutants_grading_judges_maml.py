@@ -15,12 +15,7 @@ import torch
 
 from metalib.grading.judges import common
 from metalib.grading.judges import maml as mj
-
-
-def _fails(check, got, expected, message):
-    with pytest.raises(AssertionError) as err:
-        check(got, expected)
-    assert str(err.value) == message, str(err.value)
+from judge_fakes import RecordingRng as _Recording, fails as _fails  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- probe code
@@ -150,30 +145,6 @@ def test_two_over_lambda():
 
 
 # ---------------------------------------------------------------------------------------------- probes
-
-
-class _Recording:
-    """random.Random(seed) that records each call: (method, *arguments, value)."""
-
-    def __init__(self, seed):
-        self.rng, self.calls = random.Random(seed), []
-
-    def _call(self, name, *args):
-        v = getattr(self.rng, name)(*args)
-        self.calls.append((name, *args, v))
-        return v
-
-    def randint(self, a, b):
-        return self._call("randint", a, b)
-
-    def uniform(self, a, b):
-        return self._call("uniform", a, b)
-
-    def randrange(self, n):
-        return self._call("randrange", n)
-
-    def choice(self, seq):
-        return self._call("choice", seq)
 
 
 def test_probes_draw_their_inputs_as_documented():

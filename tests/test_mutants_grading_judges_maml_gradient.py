@@ -9,43 +9,14 @@ parameter count). Here each is compared with exact expected text, hand-computed 
 """
 from __future__ import annotations
 
-import pytest
 import torch
 
 from metalib import maml_gradient as mg
 from metalib.grading.judge import judge_for
 from metalib.grading.judges import maml_gradient as mj
+from judge_fakes import ScriptedRng as _ScriptedRng, fails as _fails  # noqa: E402
 
 HEAD = "import torch\nfrom metalib import problem1 as p1\ntorch.set_default_dtype(torch.float64)\n"
-
-
-class _ScriptedRng:
-    """A random.Random stand-in: returns the given values in turn and records every call."""
-
-    def __init__(self, *values):
-        self.values, self.calls = list(values), []
-
-    def _next(self, name, *args):
-        self.calls.append((name, *args))
-        return self.values.pop(0)
-
-    def randint(self, a, b):
-        return self._next("randint", a, b)
-
-    def uniform(self, a, b):
-        return self._next("uniform", a, b)
-
-    def gauss(self, mu, sigma):
-        return self._next("gauss", mu, sigma)
-
-    def randrange(self, n):
-        return self._next("randrange", n)
-
-
-def _fails(check, got, expected, message):
-    with pytest.raises(AssertionError) as err:
-        check(got, expected)
-    assert str(err.value) == message, str(err.value)
 
 
 def test_head_and_problem_snippets_read_exactly():

@@ -9,40 +9,13 @@ string or message, or a value computed by hand.
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import torch
 
 from metalib.grading.judges import common
 from metalib.grading.judges import matching as mt
-
-
-def _fails(check, got, expected, message):
-    with pytest.raises(AssertionError) as err:
-        check(got, expected)
-    assert str(err.value) == message, str(err.value)
-
-
-class _Recording:
-    """random.Random(seed) that records each call: (method, *arguments, value)."""
-
-    def __init__(self, seed):
-        self.rng, self.calls = random.Random(seed), []
-
-    def _call(self, name, *args):
-        v = getattr(self.rng, name)(*args)
-        self.calls.append((name, *args, v))
-        return v
-
-    def randint(self, a, b):
-        return self._call("randint", a, b)
-
-    def uniform(self, a, b):
-        return self._call("uniform", a, b)
-
-    def randrange(self, n):
-        return self._call("randrange", n)
+from judge_fakes import RecordingRng as _Recording, fails as _fails  # noqa: E402
 
 
 def test_snippets():

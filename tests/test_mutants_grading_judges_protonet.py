@@ -18,26 +18,7 @@ import torch
 from metalib.grading.judge import expected_value, judge_for
 from metalib.grading.judges import common
 from metalib.grading.judges import protonet as pj
-
-
-class _ScriptedRng:
-    """A random.Random stand-in: returns the given values in turn and records every call."""
-
-    def __init__(self, *values):
-        self.values, self.calls = list(values), []
-
-    def _next(self, name, *args):
-        self.calls.append((name, *args))
-        return self.values.pop(0)
-
-    def randint(self, a, b):
-        return self._next("randint", a, b)
-
-    def uniform(self, a, b):
-        return self._next("uniform", a, b)
-
-    def randrange(self, n):
-        return self._next("randrange", n)
+from judge_fakes import ScriptedRng as _ScriptedRng, fails as _fails  # noqa: E402
 
 
 # draws, in order: b s n d n1 n2 | f32 2x(B M N D) | f64 2x(B M N D) | ks | ways | seeds and invariance sizes
@@ -56,12 +37,6 @@ def _probes():
 
 def _by_name():
     return {p.name: p for p in _probes()[1]}
-
-
-def _fails(check, got, expected, message):
-    with pytest.raises(AssertionError) as err:
-        check(got, expected)
-    assert str(err.value) == message, str(err.value)
 
 
 def _loop_euclid(z, c):

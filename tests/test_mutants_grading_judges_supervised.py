@@ -16,15 +16,10 @@ import torch
 
 from metalib.grading.judges import common
 from metalib.grading.judges import supervised as sv
+from judge_fakes import RecordingRng as _Recording, fails as _fails  # noqa: E402
 
 NONE_TASK = ("is None: the function returned nothing. Did you finish the exercise (replace `...`) and "
              "`return` a Task?")
-
-
-def _fails(check, got, expected, message):
-    with pytest.raises(AssertionError) as err:
-        check(got, expected)
-    assert str(err.value) == message, str(err.value)
 
 
 def _coded(c, m):
@@ -290,27 +285,6 @@ def test_objective_checks_what_adapt_saw():
 
 
 # ---------------------------------------------------------------------------------------------- probes
-
-
-class _Recording:
-    """random.Random(seed) that records each call: (method, *arguments, value)."""
-
-    def __init__(self, seed):
-        self.rng, self.calls = random.Random(seed), []
-
-    def _call(self, name, *args):
-        v = getattr(self.rng, name)(*args)
-        self.calls.append((name, *args, v))
-        return v
-
-    def randint(self, a, b):
-        return self._call("randint", a, b)
-
-    def uniform(self, a, b):
-        return self._call("uniform", a, b)
-
-    def randrange(self, n):
-        return self._call("randrange", n)
 
 
 def test_probes_draw_their_inputs_as_documented():
