@@ -117,7 +117,8 @@ def table(folder: Path, episodes: int, stored: bool = False, ensemble: bool = Fa
                 + (f" ({stopped})" if stopped != "finished" else "")
                 + (", within one alphabet" if cfg.within_alphabet else "")
                 + (", affine distortions" if getattr(cfg, "augment", False) else "")
-                + (", on the validation alphabets too" if cfg.train_part == "trainval" else ""))
+                + ((", on the validation alphabets too" if cfg.split == "lake" else ", on train + val (Snell et al.'s protocol)")
+                   if cfg.train_part == "trainval" else ""))
         cells = []
         for (n, k), sampler in _samplers(name):
             if stored:
