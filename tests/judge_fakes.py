@@ -1,10 +1,11 @@
 """Shared stand-ins for the judges' mutation tests (tests/test_mutants_grading*.py): a scripted and a recording
-``random.Random``, and the exact-message failure check."""
+``random.Random``, the exact-message failure check, and class means by plain loops."""
 from __future__ import annotations
 
 import random
 
 import pytest
+import torch
 
 
 class ScriptedRng:
@@ -59,3 +60,13 @@ def fails(check, got, expected, message):
     with pytest.raises(AssertionError) as err:
         check(got, expected)
     assert str(err.value) == message, str(err.value)
+
+
+def loop_class_means(z, y, n):
+    """Per-task class means of ``z`` (B, M, D) under labels ``y`` (B, M), one row at a time, in float64: (B, n, D)."""
+    out = torch.zeros(z.shape[0], n, z.shape[2], dtype=torch.float64)
+    for b in range(z.shape[0]):
+        for k in range(n):
+            rows = [z[b, i].double() for i in range(z.shape[1]) if int(y[b, i]) == k]
+            out[b, k] = sum(rows) / len(rows)
+    return out

@@ -18,7 +18,7 @@ import torch
 from metalib.grading.judge import expected_value, judge_for
 from metalib.grading.judges import common
 from metalib.grading.judges import protonet as pj
-from judge_fakes import ScriptedRng as _ScriptedRng, fails as _fails  # noqa: E402
+from judge_fakes import ScriptedRng as _ScriptedRng, fails as _fails, loop_class_means as _loop_means  # noqa: E402
 
 
 # draws, in order: b s n d n1 n2 | f32 2x(B M N D) | f64 2x(B M N D) | ks | ways | seeds and invariance sizes
@@ -54,15 +54,6 @@ def _loop_dot(z, c):
         for m in range(z.shape[1]):
             for n in range(c.shape[1]):
                 out[b, m, n] = sum(float(z[b, m, k]) * float(c[b, n, k]) for k in range(z.shape[2]))
-    return out
-
-
-def _loop_means(z, y, n):
-    out = torch.zeros(z.shape[0], n, z.shape[2], dtype=torch.float64)
-    for b in range(z.shape[0]):
-        for k in range(n):
-            rows = [z[b, i].double() for i in range(z.shape[1]) if int(y[b, i]) == k]
-            out[b, k] = sum(rows) / len(rows)
     return out
 
 
