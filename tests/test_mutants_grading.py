@@ -778,6 +778,7 @@ def test_enter_sets_every_limit_then_drops_to_the_slots_user(monkeypatch):
 # ============================================================================ folder.py
 
 import queue  # noqa: E402
+from collections import deque  # noqa: E402
 import subprocess  # noqa: E402
 
 from metalib.grading import folder  # noqa: E402
@@ -1364,6 +1365,8 @@ def tiny(tmp_path, monkeypatch):
     monkeypatch.setattr(folder, "judge_for", lambda name: _tiny_judge() if name == "hw" else None)
     checked = []
     monkeypatch.setattr(sandbox, "check_available", lambda: checked.append(1) or "/usr/bin/bwrap")
+    claim = sandbox.claim_slots  # this test's own slots: other grading runs on the machine hold theirs
+    monkeypatch.setattr(sandbox, "claim_slots", lambda n: claim(n, tmp_path / "slots"))
     stub = _write(tmp_path, {"cells": [{"cell_type": "code", "source": "stub = 1"}]}, name="stub.ipynb")
     made = []
 
@@ -1887,6 +1890,44 @@ def test_grading_defaults_to_one_sandboxed_slot(tiny):
     make, master, stub, checked = tiny
     g = make()
     assert checked == [1] and g.isolate is True and g.slots.qsize() == 1
+
+
+def test_isolated_gradings_hold_their_own_slots_until_closed(tiny):
+    make, *_ = tiny
+    first, second = make(jobs=2), make()
+    assert [first.slots.get(), first.slots.get()] == [0, 1] and second.slots.get() == 2
+    first.close()
+    assert make(jobs=3).slots.queue == deque([0, 1, 3])
+
+
+def test_claim_slots_gives_each_run_its_own_slots_until_it_lets_go(tmp_path):
+    a, held_a = sandbox.claim_slots(2, tmp_path)
+    b, held_b = sandbox.claim_slots(3, tmp_path)
+    assert (a, b) == ([0, 1], [2, 3, 4])
+    held_a[0].close()
+    c, held_c = sandbox.claim_slots(1, tmp_path)
+    assert c == [0]
+    for lock in held_a[1:] + held_b + held_c:
+        lock.close()
+    assert sandbox.claim_slots(5, tmp_path)[0] == [0, 1, 2, 3, 4]
+
+
+def test_claim_slots_says_what_to_do_when_other_runs_hold_them_and_lets_go_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox, "MAX_SLOTS", 3)
+    _, held = sandbox.claim_slots(2, tmp_path)
+    with pytest.raises(sandbox.SandboxUnavailable) as err:
+        sandbox.claim_slots(2, tmp_path)
+    assert str(err.value) == (f"2 sandbox slots wanted but other grading runs hold all but 1 of 3 (lock files in "
+                              f"{tmp_path}): wait for them to finish, or use fewer --jobs")
+    assert sandbox.claim_slots(1, tmp_path)[0] == [2]  # the failed claim let go of slot 2
+
+
+def test_claim_slots_keeps_its_locks_in_a_private_folder_per_user(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox.tempfile, "tempdir", str(tmp_path))
+    slots, held = sandbox.claim_slots(1)
+    folder = tmp_path / f"metalib-sandbox-slots-{os.geteuid()}"
+    assert slots == [0] and (folder / "0.lock").is_file() and folder.stat().st_mode & 0o777 == 0o700
+    held[0].close()
 
 
 def test_grading_without_a_master_file_has_no_solution_cells(tiny, tmp_path, monkeypatch):

@@ -100,11 +100,15 @@ class Grading:
         self.solution = code_cells(assignment.master) if Path(assignment.master).is_file() else []
         self.workspace = Path(tempfile.mkdtemp(prefix="metalib-grade-"))
         self.package = self._package()
+        # isolated: slots (user ids) no other grading run on this machine holds, held until `close`
+        slots, self._slot_locks = sandbox.claim_slots(max(1, jobs)) if isolate else (range(max(1, jobs)), [])
         self.slots: queue.Queue[int] = queue.Queue()
-        for slot in range(max(1, jobs)):
+        for slot in slots:
             self.slots.put(slot)
 
     def close(self) -> None:
+        for lock in self._slot_locks:
+            lock.close()
         shutil.rmtree(self.workspace, ignore_errors=True)
 
     def _package(self) -> Path:

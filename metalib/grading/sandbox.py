@@ -14,7 +14,8 @@ What the student's code sees (`command`):
 
 When the grader runs as root, the code inside runs as an unprivileged user id of its own per
 parallel slot (``60000 + slot``; the job folder is given to it), so the process limit counts only
-that sandbox's processes; an unprivileged grader relies on the user namespace bwrap creates (the
+that sandbox's processes. Slots are claimed machine-wide (`claim_slots`), so two grading runs at once
+never share a user id: one run's fork bomb cannot use up another run's processes. An unprivileged grader relies on the user namespace bwrap creates (the
 count is per namespace on Linux >= 5.14).
 
 Where bwrap is missing (macOS, Windows, a Linux without user namespaces), `check_available`
@@ -28,16 +29,18 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["Limits", "SandboxUnavailable", "check_available", "command", "enter", "readable_roots",
+__all__ = ["Limits", "SandboxUnavailable", "check_available", "claim_slots", "command", "enter", "readable_roots",
            "SANDBOX_UID_BASE", "JOB_MOUNT", "LIB_MOUNT"]
 
 SANDBOX_UID_BASE = 60000
 JOB_MOUNT = "/grading"          # the job folder, inside the sandbox
 LIB_MOUNT = "/opt/metalib-grading"  # the grader's copy of metalib, inside the sandbox
 BWRAP = "bwrap"
+MAX_SLOTS = 4096                # slots (user ids) the grading runs of one machine can hold at once
 
 
 class SandboxUnavailable(RuntimeError):
@@ -71,6 +74,33 @@ def check_available() -> str:
             "namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1). Grade with --no-sandbox "
             "only if you accept that submissions then run NOT isolated; see docs/GRADING.md.")
     return path
+
+
+def claim_slots(n: int, folder: Path | None = None) -> tuple[list[int], list]:
+    """``n`` sandbox slots that no other grading run on this machine holds, and the open lock files that
+    hold them (an exclusive `flock` each; closing a file, or the run's end, frees its slot). ``folder``: where
+    the lock files live (default: one per user id in the system's temporary folder, which sandboxes do not
+    see: they get a private /tmp)."""
+    import fcntl  # POSIX only, like bwrap
+
+    folder = Path(folder or Path(tempfile.gettempdir()) / f"metalib-sandbox-slots-{os.geteuid()}")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    slots, held = [], []
+    for slot in range(MAX_SLOTS):
+        lock = open(folder / f"{slot}.lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        slots.append(slot)
+        held.append(lock)
+        if len(slots) == n:
+            return slots, held
+    for lock in held:
+        lock.close()
+    raise SandboxUnavailable(f"{n} sandbox slots wanted but other grading runs hold all but {len(slots)} of "
+                             f"{MAX_SLOTS} (lock files in {folder}): wait for them to finish, or use fewer --jobs")
 
 
 def _namespaces() -> list[str]:
